@@ -1,0 +1,96 @@
+"""`evip`: the command line of an EViP campaign.
+
+Every command takes `--config FILE` (YAML) and trailing `key.path=value` overrides, validated
+before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from flows.config import ConfigError, dump_run_config, load_run_config
+
+DEFAULT_CONFIG = "configs/demo.yaml"
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=None,
+        help=f"run config YAML (defaults built in; demo: {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE",
+        help="dotlist overrides, e.g. model.vision.tile_size=448 model.llm_path=/ckpt/internlm2",
+    )  # fmt: skip
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evip",
+        description="Turn a pretrained LLM into a monolithic multimodal LLM (Mono-InternVL) and "
+        "run its Endogenous Visual Pre-training campaign.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    show = commands.add_parser("config", help="validate a run config and print it, defaults filled")
+    _add_config_args(show)
+    run = commands.add_parser(
+        "run",
+        help="run the campaign (today: build the model, caption, save and reload checkpoints)",
+    )
+    _add_config_args(run)
+    info = commands.add_parser(
+        "model-info", help="parameter groups and active parameters per token"
+    )
+    _add_config_args(info)
+    convert = commands.add_parser(
+        "convert", help="convert a checkpoint between evip's format and the official layout"
+    )
+    convert.add_argument("direction", choices=["to-official", "from-official"])
+    convert.add_argument("source", help="checkpoint directory to read")
+    convert.add_argument("target", help="checkpoint directory to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "convert":
+            return _convert(args.direction, args.source, args.target)
+        config = load_run_config(args.config, args.overrides)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"evip: {error}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        print(dump_run_config(config), end="")
+    elif args.command == "model-info":
+        from pathlib import Path
+
+        from flows.report import parameter_table
+        from model.build import build_model
+        from model.param_groups import count_parameters
+
+        model, _, _ = build_model(config.model, Path(config.run_root) / "llm")
+        print(parameter_table(count_parameters(model)))
+    elif args.command == "run":
+        from flows.model_demo import run_model_demo
+
+        run_model_demo(config)
+    return 0
+
+
+def _convert(direction: str, source: str, target: str) -> int:
+    from model.modeling import MonoInternVLForCausalLM
+    from model.official import load_official, save_official
+
+    if direction == "to-official":
+        save_official(MonoInternVLForCausalLM.from_pretrained(source), target)
+    else:
+        load_official(source).save_pretrained(target)
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

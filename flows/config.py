@@ -1,0 +1,66 @@
+"""The run config: every package's options composed, loaded from YAML with dotlist overrides.
+
+Entry points (the CLI, Prefect flows) are the only readers of config files; everything below them
+receives validated, frozen option objects. Errors name the field path (`model.vision.tile_size`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import ValidationError
+
+from model.options import FrozenOptions, ModelOptions
+
+
+class RunConfig(FrozenOptions):
+    """One EViP campaign: where it writes, and the options of every step."""
+
+    run_root: str = "./runs/demo"
+    """Root of everything the run writes: a local path or an fsspec URL (s3://, gs://)."""
+    model: ModelOptions = ModelOptions()
+    """The model: start LLM, visual experts, visual tokenizer."""
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be loaded; the message names every bad field."""
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(root)"
+        lines.append(f"  {path}: {item['msg']}")
+    return "invalid run config:\n" + "\n".join(lines)
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Reads YAML (or the defaults when `path` is None), applies `a.b.c=value` overrides, validates.
+
+    Raises:
+        ConfigError: unreadable file, malformed override, or a value that fails validation.
+    """
+    try:
+        base = OmegaConf.load(path) if path is not None else OmegaConf.create({})
+        for override in overrides:
+            if "=" not in override:
+                raise ConfigError(f"override {override!r} must look like key.path=value")
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        data = OmegaConf.to_container(merged, resolve=True)
+    except FileNotFoundError as error:
+        raise ConfigError(f"config file not found: {path}") from error
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"cannot read config {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error)) from error
+
+
+def dump_run_config(config: RunConfig) -> str:
+    """The config as YAML, every default filled in: what a run actually used."""
+    return OmegaConf.to_yaml(OmegaConf.create(config.model_dump(mode="json")))

@@ -1,0 +1,157 @@
+"""Grouped-query self-attention with RoPE, packed-sample masks, and optional visual q/k/v/o experts.
+
+Legend: B batch, S new tokens, P cached tokens, K = P + S keys, H query heads, Hkv key/value
+heads, d head width, D model width.
+
+Attention itself spans all tokens of a sample whatever their modality; only the projections are
+routed (Mono-InternVL-1.5's visual attention experts), through the same `ModalityRoute` as the FFN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.configuration import MonoInternVLConfig
+from model.mmoe import ModalityRoute
+
+
+class MonoInternVLRMSNorm(nn.Module):
+    """RMSNorm computed in float32, as Llama / InternLM2 do, so float32 parity is exact."""
+
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x32 = x.to(torch.float32)
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Default RoPE: cos/sin tables for given positions, rotate-half convention (HF layout).
+
+    The frequencies are recomputed per call rather than kept in a buffer: they are a few dozen
+    numbers, and a buffer would need re-initialising after meta-device loading or ZeRO-3 sharding.
+    """
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        self.head_dim, self.theta = head_dim, theta
+
+    @torch.no_grad()
+    def forward(self, position_ids_BS: torch.Tensor, dtype: torch.dtype):
+        exponents = torch.arange(
+            0, self.head_dim, 2, dtype=torch.int64, device=position_ids_BS.device
+        )
+        inv_freq = 1.0 / (self.theta ** (exponents.float() / self.head_dim))
+        freqs = position_ids_BS[..., None].float() * inv_freq
+        emb_BSd = torch.cat((freqs, freqs), dim=-1)
+        return emb_BSd.cos().to(dtype), emb_BSd.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rotary(
+    x_BHSd: torch.Tensor, cos_BSd: torch.Tensor, sin_BSd: torch.Tensor
+) -> torch.Tensor:
+    cos, sin = cos_BSd.unsqueeze(1), sin_BSd.unsqueeze(1)
+    return x_BHSd * cos + _rotate_half(x_BHSd) * sin
+
+
+def build_attention_mask(
+    batch: int,
+    num_new: int,
+    num_cached: int,
+    padding_mask_BK: torch.Tensor | None,
+    sample_ids_BS: torch.Tensor | None,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """Boolean (B, 1, S, K) mask: causal, no padded keys, no key from another packed sample.
+
+    Returns None when plain causal attention (or, when decoding, no mask at all) is exact, so
+    SDPA can take its fast path.
+    """
+    if padding_mask_BK is None and sample_ids_BS is None and (num_cached == 0 or num_new == 1):
+        return None
+    keys = num_cached + num_new
+    query_pos_S = torch.arange(num_cached, keys, device=device)
+    allowed_BSK = (torch.arange(keys, device=device)[None, :] <= query_pos_S[:, None]).expand(
+        batch, num_new, keys
+    )
+    if padding_mask_BK is not None:
+        allowed_BSK = allowed_BSK & padding_mask_BK.bool()[:, None, :]
+    if sample_ids_BS is not None:
+        if num_cached:
+            raise ValueError("packed samples (sample_ids) cannot be combined with a KV cache")
+        allowed_BSK = allowed_BSK & (sample_ids_BS[:, :, None] == sample_ids_BS[:, None, :])
+    # A padded query would see no key at all and SDPA would return NaN; let it see itself.
+    allowed_BSK = allowed_BSK.clone()
+    allowed_BSK[:, torch.arange(num_new, device=device), query_pos_S] = True
+    return allowed_BSK[:, None]
+
+
+class MultimodalAttention(nn.Module):
+    """Self-attention whose projections are text weights, or visual experts for visual tokens."""
+
+    def __init__(self, config: MonoInternVLConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        q_out, kv_out = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        d, bias, out_bias = config.hidden_size, config.attention_bias, config.attention_out_bias
+        self.q_proj = nn.Linear(d, q_out, bias=bias)
+        self.k_proj = nn.Linear(d, kv_out, bias=bias)
+        self.v_proj = nn.Linear(d, kv_out, bias=bias)
+        self.o_proj = nn.Linear(q_out, d, bias=out_bias)
+        self.has_visual_experts = config.visual_attention_experts
+        if self.has_visual_experts:
+            self.visual_q_proj = nn.Linear(d, q_out, bias=bias)
+            self.visual_k_proj = nn.Linear(d, kv_out, bias=bias)
+            self.visual_v_proj = nn.Linear(d, kv_out, bias=bias)
+            self.visual_o_proj = nn.Linear(q_out, d, bias=out_bias)
+
+    def _text_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
+
+    def _visual_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [self.visual_q_proj(x), self.visual_k_proj(x), self.visual_v_proj(x)], dim=-1
+        )
+
+    def _project_qkv(self, x_BSD: torch.Tensor, route: ModalityRoute):
+        if not self.has_visual_experts or route.all_text:
+            return self.q_proj(x_BSD), self.k_proj(x_BSD), self.v_proj(x_BSD)
+        qkv = route.apply(x_BSD, self._text_qkv, self._visual_qkv)
+        q_out, kv_out = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        return qkv.split([q_out, kv_out, kv_out], dim=-1)
+
+    def forward(self, x_BSD, route, cos_BSd, sin_BSd, mask_B1SK=None, cache=None):
+        b, s, _ = x_BSD.shape
+        q, k, v = self._project_qkv(x_BSD, route)
+        q_BHSd = apply_rotary(q.view(b, s, -1, self.head_dim).transpose(1, 2), cos_BSd, sin_BSd)
+        k_BHSd = apply_rotary(k.view(b, s, -1, self.head_dim).transpose(1, 2), cos_BSd, sin_BSd)
+        v_BHSd = v.view(b, s, -1, self.head_dim).transpose(1, 2)
+        if cache is not None:
+            k_BHSd, v_BHSd = cache.update(k_BHSd, v_BHSd, self.layer_idx)
+        causal = mask_B1SK is None and s > 1 and k_BHSd.shape[2] == s
+        out_BHSd = F.scaled_dot_product_attention(
+            q_BHSd,
+            k_BHSd,
+            v_BHSd,
+            attn_mask=mask_B1SK,
+            is_causal=causal,
+            enable_gqa=self.num_heads != self.num_kv_heads,
+        )
+        out_BSE = out_BHSd.transpose(1, 2).reshape(b, s, -1)
+        visual_o = self.visual_o_proj if self.has_visual_experts else None
+        return route.apply(out_BSE, self.o_proj, visual_o)

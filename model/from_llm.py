@@ -1,0 +1,177 @@
+"""Embedding visual experts into a pretrained LLM: `from_llm(path)`.
+
+Reads a local Hugging Face Llama / Qwen2 / Mistral / InternLM2 checkpoint, keeps its weights as the
+text path, and initialises each visual expert as a copy of the text weights it shadows (paper
+section 4.2), so with no image in the input the model computes exactly what the LLM computed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from model.chat import add_special_tokens
+from model.configuration import MonoInternVLConfig
+from model.internlm2_layout import from_internlm2
+from model.modeling import MonoInternVLForCausalLM
+from model.options import ExpertOptions, VisionOptions
+
+LLAMA_FAMILY = ("llama", "qwen2", "mistral")
+SUPPORTED = (*LLAMA_FAMILY, "internlm2")
+
+
+def _rope_theta(cfg: dict) -> float:
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise ValueError(f"rope type {rope_type!r} is not supported (only default RoPE)")
+    return float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+
+
+def llm_shape(cfg: dict) -> dict:
+    """`MonoInternVLConfig` fields for the LLM described by a config.json dict."""
+    model_type = cfg.get("model_type")
+    if model_type not in SUPPORTED:
+        raise ValueError(f"model_type {model_type!r} is not supported; expected one of {SUPPORTED}")
+    if cfg.get("use_sliding_window") or (model_type == "mistral" and cfg.get("sliding_window")):
+        raise ValueError("sliding-window attention is not supported")
+    heads = cfg["num_attention_heads"]
+    shape = dict(
+        vocab_size=cfg["vocab_size"],
+        hidden_size=cfg["hidden_size"],
+        intermediate_size=cfg["intermediate_size"],
+        num_hidden_layers=cfg["num_hidden_layers"],
+        num_attention_heads=heads,
+        num_key_value_heads=cfg.get("num_key_value_heads") or heads,
+        head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
+        hidden_act=cfg.get("hidden_act", "silu"),
+        rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
+        rope_theta=_rope_theta(cfg),
+        max_position_embeddings=cfg.get("max_position_embeddings", 4096),
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        bos_token_id=cfg.get("bos_token_id"),
+        eos_token_id=cfg.get("eos_token_id"),
+        pad_token_id=cfg.get("pad_token_id"),
+    )
+    if model_type == "qwen2":
+        shape.update(attention_bias=True, attention_out_bias=False)
+    elif model_type == "internlm2":
+        bias = bool(cfg.get("bias", False))
+        shape.update(attention_bias=bias, attention_out_bias=bias)
+    else:
+        bias = bool(cfg.get("attention_bias", False))
+        shape.update(
+            attention_bias=bias, attention_out_bias=bias, mlp_bias=bool(cfg.get("mlp_bias"))
+        )
+    return shape
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint directory (single or sharded safetensors, or a .bin)."""
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state = {}
+        for name in files:
+            state.update(load_file(path / name))
+        return state
+    if (path / "model.safetensors").exists():
+        return load_file(path / "model.safetensors")
+    if (path / "pytorch_model.bin").exists():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"no model.safetensors(.index.json) or pytorch_model.bin in {path}")
+
+
+def copy_text_weights_to_experts(model: MonoInternVLForCausalLM) -> None:
+    """Initialises every visual expert from the text weights it shadows."""
+    with torch.no_grad():
+        for layer in model.model.layers:
+            if layer.visual_mlp is not None:
+                layer.visual_mlp.load_state_dict(layer.mlp.state_dict())
+            attn = layer.self_attn
+            if attn.has_visual_experts:
+                for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                    getattr(attn, f"visual_{name}").load_state_dict(
+                        getattr(attn, name).state_dict()
+                    )
+
+
+def _resize_vocab(model: MonoInternVLForCausalLM, vocab_size: int) -> None:
+    """Grows embeddings and LM head for added tokens; new rows start at the mean row."""
+    old = model.config.vocab_size
+    if vocab_size <= old:
+        return
+    model.resize_token_embeddings(vocab_size, mean_resizing=True)
+    model.config.vocab_size = vocab_size
+
+
+def from_llm(
+    path: str | Path,
+    experts: ExpertOptions = ExpertOptions(),
+    vision: VisionOptions = VisionOptions(),
+    tokenizer=None,
+    dtype: torch.dtype = torch.float32,
+):
+    """Builds Mono-InternVL from a pretrained LLM directory.
+
+    Args:
+        path: a local Hugging Face checkpoint directory (config.json + weights).
+        experts: which visual experts to embed.
+        vision: visual tokenizer geometry.
+        tokenizer: the LLM's tokenizer; loaded from `path` when None. Missing image / grounding /
+            chat tokens are added and the vocabulary grows to hold them.
+        dtype: parameter dtype.
+
+    Returns:
+        (model, tokenizer), the model in eval mode with the special-token ids in its config.
+    """
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint")
+    llm_cfg = json.loads((path / "config.json").read_text())
+    model_type = llm_cfg.get("model_type")
+    shape = llm_shape(llm_cfg)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=model_type == "internlm2")
+    token_ids = add_special_tokens(tokenizer)
+    config = MonoInternVLConfig(
+        **shape,
+        patch_size=vision.patch_size,
+        downsample_ratio=vision.downsample_ratio,
+        tile_size=vision.tile_size,
+        vision_hidden_size=vision.vision_hidden_size,
+        min_tiles=vision.min_tiles,
+        max_tiles=vision.max_tiles,
+        use_thumbnail=vision.use_thumbnail,
+        visual_ffn_experts=experts.visual_ffn_experts,
+        visual_attention_experts=experts.visual_attention_experts,
+    )
+    state = load_state_dict(path)
+    if model_type == "internlm2":
+        state = from_internlm2(
+            state, config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        )
+    model = MonoInternVLForCausalLM(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if "rotary" not in k]
+    text_missing = [
+        k for k in missing
+        if not k.startswith("model.vision.") and ".visual_" not in k
+        and not (k == "lm_head.weight" and config.tie_word_embeddings)
+    ]  # fmt: skip
+    if text_missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not match a {model_type} of this shape; "
+            f"missing {text_missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    model.tie_weights()
+    copy_text_weights_to_experts(model)
+    _resize_vocab(model, len(tokenizer))
+    model.set_image_token_ids(token_ids["<IMG_CONTEXT>"], token_ids["<img>"], token_ids["</img>"])
+    if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model.to(dtype).eval(), tokenizer

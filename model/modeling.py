@@ -1,0 +1,263 @@
+"""Mono-InternVL: a decoder-only LLM with visual experts embedded in every layer (paper 3.1).
+
+Legend: B batch, S new tokens, P cached tokens, D width, N tiles, V vocabulary.
+
+Image tokens enter as `<IMG_CONTEXT>` placeholders whose embeddings are replaced by the visual
+tokenizer's output; those positions are the visual tokens the experts see. Decoded tokens are
+text, so generation after the prompt runs the text path only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from model.attention import (
+    MonoInternVLRMSNorm,
+    MultimodalAttention,
+    RotaryEmbedding,
+    build_attention_mask,
+)
+from model.configuration import MonoInternVLConfig
+from model.mmoe import ModalityRoute, SwiGLU
+from model.vision import VisionTokenizer
+
+
+class MonoInternVLDecoderLayer(GradientCheckpointingLayer):
+    """x' = x + MHA(RMSNorm(x)); x'' = x' + MMoE(RMSNorm(x')) (paper eq. 4)."""
+
+    def __init__(self, config: MonoInternVLConfig, layer_idx: int):
+        super().__init__()
+        d, f, eps = config.hidden_size, config.intermediate_size, config.rms_norm_eps
+        self.input_layernorm = MonoInternVLRMSNorm(d, eps)
+        self.self_attn = MultimodalAttention(config, layer_idx)
+        self.post_attention_layernorm = MonoInternVLRMSNorm(d, eps)
+        self.mlp = SwiGLU(d, f, bias=config.mlp_bias)
+        self.visual_mlp = SwiGLU(d, f, bias=config.mlp_bias) if config.visual_ffn_experts else None
+
+    def forward(self, x_BSD, route, cos_BSd, sin_BSd, mask_B1SK=None, cache=None):
+        x_BSD = x_BSD + self.self_attn(
+            self.input_layernorm(x_BSD), route, cos_BSd, sin_BSd, mask_B1SK, cache
+        )
+        return x_BSD + route.apply(self.post_attention_layernorm(x_BSD), self.mlp, self.visual_mlp)
+
+
+class MonoInternVLPreTrainedModel(PreTrainedModel):
+    config: MonoInternVLConfig
+    config_class = MonoInternVLConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MonoInternVLDecoderLayer"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, VisionTokenizer):
+            init.normal_(module.class_embedding, mean=0.0, std=self.config.initializer_range)
+            init.normal_(module.position_embedding, mean=0.0, std=self.config.initializer_range)
+
+
+def _positions_and_samples(
+    attention_mask_BK, position_ids_BS, sample_ids_BS, num_new, num_cached, device
+):
+    """Fills in position ids and packed-sample ids from whichever of them the caller gave."""
+    if position_ids_BS is None:
+        if sample_ids_BS is not None:
+            # Positions restart at every sample boundary.
+            b, s = sample_ids_BS.shape
+            idx = torch.arange(s, device=sample_ids_BS.device).expand(b, s)
+            starts = torch.ones_like(sample_ids_BS, dtype=torch.bool)
+            starts[:, 1:] = sample_ids_BS[:, 1:] != sample_ids_BS[:, :-1]
+            start_idx = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values
+            position_ids_BS = idx - start_idx
+        elif attention_mask_BK is not None:
+            # Left padding: count only real tokens.
+            cumulative = attention_mask_BK.long().cumsum(-1) - 1
+            position_ids_BS = cumulative.clamp(min=0)[:, num_cached : num_cached + num_new]
+        else:
+            position_ids_BS = torch.arange(num_cached, num_cached + num_new, device=device)[None]
+    elif sample_ids_BS is None and num_cached == 0 and position_ids_BS.shape[-1] > 1:
+        # Packed batches may say where samples start only through restarting positions.
+        restarts_BS = position_ids_BS == 0
+        if bool(restarts_BS[:, 1:].any()):
+            sample_ids_BS = restarts_BS.long().cumsum(-1)
+    return position_ids_BS, sample_ids_BS
+
+
+class MonoInternVLModel(MonoInternVLPreTrainedModel):
+    """Visual tokenizer + token embeddings + MMoE decoder layers + final norm."""
+
+    def __init__(self, config: MonoInternVLConfig):
+        super().__init__(config)
+        self.vision = VisionTokenizer(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList(
+            MonoInternVLDecoderLayer(config, i) for i in range(config.num_hidden_layers)
+        )
+        self.norm = MonoInternVLRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    def embed(self, input_ids_BS, pixel_values_N3SS=None):
+        """Token embeddings with `<IMG_CONTEXT>` positions replaced by visual tokens.
+
+        Returns:
+            (embeddings (B, S, D), visual mask (B, S) or None when there is no image).
+        """
+        embeds_BSD = self.embed_tokens(input_ids_BS)
+        if pixel_values_N3SS is None or pixel_values_N3SS.shape[0] == 0:
+            return embeds_BSD, None
+        if self.config.image_token_id is None:
+            raise ValueError("config.image_token_id is not set; build the model with a tokenizer")
+        visual_mask_BS = input_ids_BS == self.config.image_token_id
+        visual_ND = self.vision(pixel_values_N3SS).reshape(-1, embeds_BSD.shape[-1])
+        placeholders = int(visual_mask_BS.sum())
+        if placeholders != visual_ND.shape[0]:
+            raise ValueError(
+                f"{placeholders} <IMG_CONTEXT> tokens in input_ids, but "
+                f"{pixel_values_N3SS.shape[0]} tiles give {visual_ND.shape[0]} visual tokens "
+                f"({self.config.tokens_per_tile} per tile)"
+            )
+        embeds_BSD = embeds_BSD.masked_scatter(
+            visual_mask_BS[..., None], visual_ND.to(embeds_BSD.dtype)
+        )
+        return embeds_BSD, visual_mask_BS
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        sample_ids: torch.LongTensor | None = None,
+        cache=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        past_key_values=None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        """Runs the decoder.
+
+        Args:
+            input_ids: (B, S) token ids, with `<IMG_CONTEXT>` x tokens_per_tile per tile.
+            pixel_values: (N, 3, tile, tile) tiles of every image in the batch, in order.
+            attention_mask: (B, P + S) 1 for real tokens, 0 for padding.
+            position_ids: (B, S); restarting at 0 inside a row marks a packed sample boundary.
+            sample_ids: (B, S) packed-sample index per token; no token attends across samples.
+            cache: a transformers `Cache` for KV-cached decoding.
+        """
+        cache = cache if cache is not None else past_key_values
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("give input_ids or inputs_embeds")
+            inputs_embeds, visual_mask_BS = self.embed(input_ids, pixel_values)
+        else:
+            visual_mask_BS = None
+            if pixel_values is not None:
+                raise ValueError("pixel_values need input_ids to find the image placeholders")
+        b, s, _ = inputs_embeds.shape
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        num_cached = cache.get_seq_length() if cache is not None else 0
+        position_ids, sample_ids = _positions_and_samples(
+            attention_mask, position_ids, sample_ids, s, num_cached, inputs_embeds.device
+        )
+        padding = (
+            attention_mask if attention_mask is not None and not attention_mask.all() else None
+        )
+        mask_B1SK = build_attention_mask(
+            b, s, num_cached, padding, sample_ids, inputs_embeds.device
+        )
+        cos_BSd, sin_BSd = self.rotary(position_ids.to(inputs_embeds.device), inputs_embeds.dtype)
+        route = ModalityRoute(visual_mask_BS)
+        x_BSD = inputs_embeds
+        for layer in self.layers:
+            x_BSD = layer(x_BSD, route, cos_BSd, sin_BSd, mask_B1SK, cache)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(x_BSD), cache=cache)
+
+
+class MonoInternVLForCausalLM(MonoInternVLPreTrainedModel, GenerationMixin):
+    """The causal LM: `MonoInternVLModel` + LM head, with `generate` from transformers."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: MonoInternVLConfig):
+        super().__init__(config)
+        self.model = MonoInternVLModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+        self.set_image_token_ids(
+            config.image_token_id, config.image_start_token_id, config.image_end_token_id
+        )
+
+    def set_image_token_ids(self, context_id: int | None, start_id: int | None, end_id: int | None):
+        """Records the image tokens' ids and keeps `generate` from ever emitting them."""
+        self.config.image_token_id = context_id
+        self.config.image_start_token_id = start_id
+        self.config.image_end_token_id = end_id
+        # Image placeholders come only from the prompt; a generated one would have no pixels.
+        ids = [i for i in (context_id, start_id, end_id) if i is not None]
+        self.generation_config.suppress_tokens = ids or None
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        sample_ids: torch.LongTensor | None = None,
+        cache=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        past_key_values=None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Logits (B, S, V), and the next-token loss when `labels` (-100 = ignored) are given."""
+        out = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            sample_ids=sample_ids,
+            cache=cache if cache is not None else past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+        )
+        hidden_BSD = out.last_hidden_state
+        if logits_to_keep:
+            hidden_BSD = hidden_BSD[:, -logits_to_keep:]
+        logits_BSV = self.lm_head(hidden_BSD)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits_BSV, labels=labels, vocab_size=self.config.vocab_size, **kwargs
+            )
+        return CausalLMOutputWithPast(loss=loss, logits=logits_BSV, cache=out.cache)

@@ -1,0 +1,1 @@
+"""Ray jobs: download, filter, stage shards, training loader, Ray Train + DeepSpeed."""

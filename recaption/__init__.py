@@ -1,0 +1,1 @@
+"""Recaptioning with an InternVL teacher on Ray Data."""

@@ -1,0 +1,54 @@
+"""The `evip` command line: help, config errors with field paths, and the demo end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("config", "run", "model-info", "convert"):
+        assert command in out
+
+
+def test_bad_override_exits_2_with_the_field_path(capsys):
+    code = main(
+        ["config", "--config", str(ROOT / "configs/demo.yaml"), "model.vision.tile_size=450"]
+    )
+    assert code == 2
+    assert "model.vision: Value error, tile_size (450)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_as_a_user_runs_it(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--config", "configs/demo.yaml",
+         f"run_root={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reload exact: True" in result.stdout and "round trip exact: True" in result.stdout
+    assert "| visual_ffn |" in result.stdout
+    assert (tmp_path / "checkpoints/init/model.safetensors").exists()
+    assert (tmp_path / "checkpoints/init-official/config.json").exists()
+    assert (tmp_path / "run_config.yaml").exists()
+
+    converted = tmp_path / "back"
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "convert", "from-official",
+         str(tmp_path / "checkpoints/init-official"), str(converted)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (converted / "config.json").exists()

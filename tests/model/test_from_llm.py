@@ -1,0 +1,120 @@
+"""`from_llm`: with no image, the built model computes exactly what the original LLM computes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM
+
+from model.from_llm import from_llm
+from model.internlm2_layout import pack_wqkv, to_internlm2, unpack_wqkv
+from model.options import ExpertOptions, TinyLLMOptions, VisionOptions
+from model.tiny import build_tiny_tokenizer, save_tiny_llm
+
+VISION = VisionOptions(tile_size=56, vision_hidden_size=16)
+
+
+@pytest.mark.parametrize("attention_experts", [False, True])
+def test_text_logits_equal_the_original_llm(tiny_llm_dir, attention_experts):
+    original = AutoModelForCausalLM.from_pretrained(tiny_llm_dir).eval()
+    model, tokenizer = from_llm(
+        tiny_llm_dir, ExpertOptions(visual_attention_experts=attention_experts), VISION
+    )
+    ids = torch.randint(0, original.config.vocab_size, (2, 19))
+    torch.testing.assert_close(model(input_ids=ids).logits, original(ids).logits, rtol=0, atol=1e-6)
+    assert model.config.image_token_id == tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+    # Experts start as copies of the text weights.
+    layer = model.model.layers[0]
+    assert torch.equal(layer.visual_mlp.gate_proj.weight, layer.mlp.gate_proj.weight)
+    assert layer.visual_mlp.gate_proj.weight.data_ptr() != layer.mlp.gate_proj.weight.data_ptr()
+    if attention_experts:
+        assert torch.equal(layer.self_attn.visual_q_proj.weight, layer.self_attn.q_proj.weight)
+
+
+def test_missing_special_tokens_are_added_and_text_logits_kept(tmp_path):
+    text_tokenizer = build_tiny_tokenizer(with_image_tokens=False)
+    assert "<IMG_CONTEXT>" not in text_tokenizer.get_vocab()
+    save_tiny_llm(tmp_path, TinyLLMOptions(), tokenizer=text_tokenizer)
+    original = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    vocab = original.config.vocab_size
+
+    model, tokenizer = from_llm(tmp_path, vision=VISION)
+    assert model.config.vocab_size == len(tokenizer) == vocab + 9  # image + grounding tokens
+    assert model.config.image_token_id >= vocab
+    ids = torch.randint(0, vocab, (1, 9))
+    logits = model(input_ids=ids).logits
+    torch.testing.assert_close(logits[..., :vocab], original(ids).logits, rtol=0, atol=1e-6)
+
+
+def test_internlm2_checkpoint_loads_with_packed_wqkv(tmp_path, llama_dir, tokenizer):
+    original = AutoModelForCausalLM.from_pretrained(llama_dir).eval()
+    cfg = original.config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    state = {
+        f"model.{k}" if not k.startswith(("model.", "lm_head")) else k: v
+        for k, v in original.state_dict().items()
+    }
+    save_file(
+        to_internlm2(state, cfg.num_key_value_heads, head_dim), tmp_path / "model.safetensors"
+    )
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "internlm2",
+                "vocab_size": cfg.vocab_size,
+                "hidden_size": cfg.hidden_size,
+                "intermediate_size": cfg.intermediate_size,
+                "num_hidden_layers": cfg.num_hidden_layers,
+                "num_attention_heads": cfg.num_attention_heads,
+                "num_key_value_heads": cfg.num_key_value_heads,
+                "rms_norm_eps": cfg.rms_norm_eps,
+                "rope_theta": 10000.0,
+                "bias": False,
+            }
+        )
+    )
+    model, _ = from_llm(tmp_path, vision=VISION, tokenizer=tokenizer)
+    ids = torch.randint(0, cfg.vocab_size, (2, 11))
+    torch.testing.assert_close(model(input_ids=ids).logits, original(ids).logits, rtol=0, atol=1e-6)
+
+
+def test_wqkv_pack_unpack_round_trip_and_grouping():
+    heads, kv_heads, d, width = 8, 2, 4, 6
+    q, k, v = (
+        torch.randn(heads * d, width),
+        torch.randn(kv_heads * d, width),
+        torch.randn(kv_heads * d, width),
+    )
+    packed = pack_wqkv(q, k, v, kv_heads, d)
+    # Group 0 holds query heads 0..3, then key head 0, then value head 0.
+    assert torch.equal(packed[: 4 * d], q[: 4 * d])
+    assert torch.equal(packed[4 * d : 5 * d], k[:d])
+    assert torch.equal(packed[5 * d : 6 * d], v[:d])
+    for a, b in zip(unpack_wqkv(packed, heads, kv_heads, d), (q, k, v)):
+        assert torch.equal(a, b)
+
+
+def test_bad_checkpoints_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        from_llm(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(ValueError, match="gpt2"):
+        from_llm(tmp_path)
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "vocab_size": 10,
+                "hidden_size": 8,
+                "intermediate_size": 8,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "rope_scaling": {"rope_type": "yarn"},
+            }
+        )
+    )
+    with pytest.raises(ValueError, match="yarn"):
+        from_llm(tmp_path)
