@@ -34,6 +34,18 @@ def test_text_logits_equal_the_original_llm(tiny_llm_dir, attention_experts):
         assert torch.equal(layer.self_attn.visual_q_proj.weight, layer.self_attn.q_proj.weight)
 
 
+def test_sharded_checkpoint_loads(tmp_path, tokenizer):
+    from model.tiny import build_tiny_llm
+
+    original = build_tiny_llm(TinyLLMOptions(), tokenizer)
+    original.save_pretrained(tmp_path, max_shard_size="50KB")
+    tokenizer.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    model, _ = from_llm(tmp_path, vision=VISION)
+    ids = torch.randint(0, original.config.vocab_size, (1, 7))
+    torch.testing.assert_close(model(input_ids=ids).logits, original(ids).logits, rtol=0, atol=1e-6)
+
+
 def test_missing_special_tokens_are_added_and_text_logits_kept(tmp_path):
     text_tokenizer = build_tiny_tokenizer(with_image_tokens=False)
     assert "<IMG_CONTEXT>" not in text_tokenizer.get_vocab()
