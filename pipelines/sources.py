@@ -1,0 +1,172 @@
+"""Image-text sources: LAION / COYO / custom parquet columns, metadata filters, a stable sample id.
+
+Everything is checked before any download starts: every file must be parquet, non-empty, and have
+the mapped columns. Metadata filters (similarity, safety, watermark) drop rows before download,
+and the drop counts are reported. The sample id (a hash of the URL) follows a sample everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+from pydantic import model_validator
+
+from model.options import FrozenOptions
+
+
+class ColumnMapping(FrozenOptions):
+    """Which source column holds each field; None where the source has no such column."""
+
+    url: str
+    """Image URL."""
+    caption: str
+    """Alt-text."""
+    width: str | None = None
+    """Original width in pixels."""
+    height: str | None = None
+    """Original height in pixels."""
+    similarity: str | None = None
+    """Image-text similarity score (higher is better)."""
+    unsafe: str | None = None
+    """NSFW probability (higher is worse)."""
+    watermark: str | None = None
+    """Watermark probability (higher is worse)."""
+
+
+PRESETS = {
+    "laion": ColumnMapping(url="URL", caption="TEXT", width="WIDTH", height="HEIGHT",
+                           similarity="similarity", unsafe="punsafe", watermark="pwatermark"),
+    "coyo": ColumnMapping(url="url", caption="text", width="width", height="height",
+                          similarity="clip_similarity_vitb32", unsafe="nsfw_score_opennsfw2",
+                          watermark="watermark_score"),
+}  # fmt: skip
+
+
+class SourceOptions(FrozenOptions):
+    """One image-text source of the campaign."""
+
+    name: str
+    """Short name, used in output paths (raw/<name>/...)."""
+    paths: list[str]
+    """Parquet files (local paths or fsspec URLs); globs allowed."""
+    preset: Literal["laion", "coyo", "custom"] = "laion"
+    """Column layout; `custom` takes `columns`."""
+    columns: ColumnMapping | None = None
+    """Column mapping for `preset: custom` (or to override a preset)."""
+    min_similarity: float | None = 0.28
+    """Drop rows whose image-text similarity is below this (None: keep all)."""
+    max_unsafe: float | None = 0.5
+    """Drop rows whose NSFW score is above this."""
+    max_watermark: float | None = 0.8
+    """Drop rows whose watermark score is above this."""
+    keep_columns: list[str] = []
+    """Extra source columns carried to later steps (e.g. ground truth)."""
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> SourceOptions:
+        if self.preset == "custom" and self.columns is None:
+            raise ValueError("preset 'custom' needs a `columns` mapping")
+        if not self.paths:
+            raise ValueError("paths is empty")
+        return self
+
+    @property
+    def mapping(self) -> ColumnMapping:
+        return self.columns or PRESETS[self.preset]
+
+
+class SourceError(ValueError):
+    """A source file that cannot be used; raised before any work."""
+
+
+def sample_id(url: str) -> str:
+    """A stable id for a sample: the first 16 hex digits of sha256(url)."""
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+
+
+def source_files(options: SourceOptions) -> list[str]:
+    files = []
+    for pattern in options.paths:
+        fs, path = url_to_fs(pattern)
+        matches = sorted(fs.glob(path)) if any(c in path for c in "*?[") else [path]
+        files += [fs.unstrip_protocol(m) if "://" in pattern else m for m in matches]
+    if not files:
+        raise SourceError(f"source {options.name!r}: no file matches {options.paths}")
+    return files
+
+
+def validate_source(options: SourceOptions) -> list[str]:
+    """Checks every file's schema and size up front; returns the file list."""
+    files = source_files(options)
+    mapping = options.mapping
+    needed = [c for c in mapping.model_dump().values() if c] + list(options.keep_columns)
+    for path in files:
+        fs, local = url_to_fs(path)
+        if not fs.exists(local):
+            raise SourceError(f"source {options.name!r}: {path} does not exist")
+        try:
+            metadata = pq.ParquetFile(fs.open(local, "rb")).metadata
+        except Exception as error:
+            message = f"source {options.name!r}: {path} is not a parquet file ({error})"
+            raise SourceError(message) from error
+        if metadata.num_rows == 0:
+            raise SourceError(f"source {options.name!r}: {path} is empty")
+        names = metadata.schema.to_arrow_schema().names
+        missing = [c for c in needed if c not in names]
+        if missing:
+            raise SourceError(
+                f"source {options.name!r}: {path} lacks columns {missing} "
+                f"(preset {options.preset!r}); it has {names}"
+            )
+    return files
+
+
+def _metadata_keep(table: pa.Table, options: SourceOptions) -> tuple[pa.Array, dict[str, int]]:
+    mapping, keep = options.mapping, pa.array([True] * table.num_rows)
+    dropped = {}
+    rules = [
+        ("low_similarity", mapping.similarity, options.min_similarity, pc.greater_equal),
+        ("unsafe", mapping.unsafe, options.max_unsafe, pc.less_equal),
+        ("watermark", mapping.watermark, options.max_watermark, pc.less_equal),
+    ]
+    for reason, column, threshold, passes in rules:
+        if column is None or threshold is None:
+            continue
+        ok = pc.fill_null(passes(table[column], threshold), False)
+        dropped[reason] = int(pc.sum(pc.and_(keep, pc.invert(ok))).as_py() or 0)
+        keep = pc.and_(keep, ok)
+    return keep, dropped
+
+
+def read_source(options: SourceOptions) -> tuple[pa.Table, dict[str, int]]:
+    """The source as one normalised table, after metadata filters.
+
+    Returns:
+        (table with sample_id, url, caption, width, height and the kept columns,
+         rows dropped per metadata reason).
+    """
+    files = validate_source(options)
+    mapping = options.mapping
+    tables = []
+    for path in files:
+        fs, local = url_to_fs(path)
+        with fs.open(local, "rb") as handle:
+            tables.append(pq.read_table(handle))
+    table = pa.concat_tables(tables, promote_options="default")
+    keep, dropped = _metadata_keep(table, options)
+    table = table.filter(keep)
+    urls = table[mapping.url].cast(pa.string())
+    columns = {
+        "sample_id": pa.array([sample_id(u) for u in urls.to_pylist()], pa.string()),
+        "url": urls,
+        "caption": pc.fill_null(table[mapping.caption].cast(pa.string()), ""),
+        "width": table[mapping.width] if mapping.width else pa.nulls(table.num_rows, pa.int64()),
+        "height": table[mapping.height] if mapping.height else pa.nulls(table.num_rows, pa.int64()),
+    }
+    columns.update({name: table[name] for name in options.keep_columns})
+    return pa.table(columns), dropped
