@@ -1,0 +1,145 @@
+"""Per-sample filters over downloaded shards, with the reason recorded; tars are never rewritten.
+
+Each filter is a tiny class with one method, `reason(sample) -> str | None` (None keeps the
+sample), in the spirit of datatrove's filters. `filter_table` runs a list of them over one
+img2dataset shard's metadata table (its `NNNNN.parquet`: every row, successes and failures);
+`mark_duplicates` then drops repeated images (sha256) and URLs across all shards, first one kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import pyarrow as pa
+
+from model.options import FrozenOptions
+
+KEEP_LIST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("sample_id", pa.string()),
+        ("keep", pa.bool_()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+class SampleFilter:
+    """One check over one sample (a dict of the shard's metadata columns)."""
+
+    def reason(self, sample: dict) -> str | None:
+        raise NotImplementedError
+
+
+class DownloadedFilter(SampleFilter):
+    """Samples img2dataset could not fetch or decode carry its status as the reason."""
+
+    def reason(self, sample):
+        status = sample.get("status")
+        return None if status == "success" else status or "not_downloaded"
+
+
+class MinSideFilter(SampleFilter):
+    def __init__(self, min_side: int):
+        self.min_side = min_side
+
+    def reason(self, sample):
+        sides = (sample.get("original_width") or 0, sample.get("original_height") or 0)
+        return "too_small" if min(sides) < self.min_side else None
+
+
+class AspectRatioFilter(SampleFilter):
+    def __init__(self, max_ratio: float):
+        self.max_ratio = max_ratio
+
+    def reason(self, sample):
+        w, h = sample.get("original_width") or 0, sample.get("original_height") or 0
+        if min(w, h) <= 0:
+            return "no_size"
+        return "extreme_aspect" if max(w, h) / min(w, h) > self.max_ratio else None
+
+
+class CaptionFilter(SampleFilter):
+    def __init__(self, min_words: int, max_chars: int):
+        self.min_words, self.max_chars = min_words, max_chars
+
+    def reason(self, sample):
+        caption = (sample.get("caption") or "").strip()
+        if not caption:
+            return "empty_caption"
+        if len(caption.split()) < self.min_words:
+            return "short_caption"
+        return "long_caption" if len(caption) > self.max_chars else None
+
+
+class FilterOptions(FrozenOptions):
+    """What a sample must satisfy to be kept."""
+
+    min_side: int = 64
+    """Smallest allowed original width or height, in pixels."""
+    max_aspect_ratio: float = 4.0
+    """Largest allowed long side / short side."""
+    min_caption_words: int = 2
+    """Fewest words an alt-text may have."""
+    max_caption_chars: int = 512
+    """Longest alt-text allowed."""
+    dedup_images: bool = True
+    """Drop exact duplicate images (same sha256), keeping the first."""
+    dedup_urls: bool = True
+    """Drop repeated URLs, keeping the first."""
+
+    def build(self) -> list[SampleFilter]:
+        return [
+            DownloadedFilter(),
+            MinSideFilter(self.min_side),
+            AspectRatioFilter(self.max_aspect_ratio),
+            CaptionFilter(self.min_caption_words, self.max_caption_chars),
+        ]
+
+
+def filter_table(table: pa.Table, filters: Sequence[SampleFilter]) -> pa.Table:
+    """Keep-list of one shard: key, sample_id, keep, and the first failing filter's reason."""
+    rows = []
+    for sample in table.to_pylist():
+        reason = next((r for f in filters if (r := f.reason(sample)) is not None), None)
+        rows.append({"key": sample["key"], "sample_id": sample.get("sample_id"),
+                     "keep": reason is None, "reason": reason})  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=KEEP_LIST_SCHEMA)
+
+
+def mark_duplicates(
+    shards: Iterable[tuple[pa.Table, pa.Table]], images: bool = True, urls: bool = True
+) -> list[pa.Table]:
+    """Drops repeated images and URLs across shards, in shard order; first occurrence kept.
+
+    Args:
+        shards: (metadata table, keep-list) per shard, in shard order.
+    """
+    seen_hashes, seen_urls, out = set(), set(), []
+    for metadata, keep_list in shards:
+        rows = keep_list.to_pylist()
+        for row, meta in zip(rows, metadata.select(["sha256", "url"]).to_pylist()):
+            if not row["keep"]:
+                continue
+            if urls and meta["url"] in seen_urls:
+                row.update(keep=False, reason="duplicate_url")
+            elif images and meta["sha256"] in seen_hashes:
+                row.update(keep=False, reason="duplicate_image")
+            seen_urls.add(meta["url"])
+            if row["keep"]:
+                seen_hashes.add(meta["sha256"])
+        out.append(pa.Table.from_pylist(rows, schema=KEEP_LIST_SCHEMA))
+    return out
+
+
+def summarize(keep_lists: Iterable[pa.Table]) -> dict[str, int]:
+    """Counts: total, kept, and dropped per reason."""
+    counts: dict[str, int] = {"total": 0, "kept": 0}
+    for table in keep_lists:
+        for keep, reason in zip(table["keep"].to_pylist(), table["reason"].to_pylist()):
+            counts["total"] += 1
+            if keep:
+                counts["kept"] += 1
+            else:
+                counts[reason] = counts.get(reason, 0) + 1
+    return counts
