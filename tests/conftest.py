@@ -64,3 +64,13 @@ def qwen2_dir(tmp_path_factory):
 @pytest.fixture(params=["llama", "qwen2"])
 def tiny_llm_dir(request):
     return request.getfixturevalue(f"{request.param}_dir")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the whole session (starting one costs seconds)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -36,6 +36,11 @@ def _oversized_jpeg(side: int = 5000) -> bytes:
     return buffer.getvalue()
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # the default 5 drops connections under a parallel download
+
+
 class SyntheticWeb:
     """Serves the synthetic web in a background thread; use as a context manager.
 
@@ -84,8 +89,7 @@ class SyntheticWeb:
             def log_message(self, *args):  # keep test and demo output readable
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
