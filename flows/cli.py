@@ -35,9 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("config", help="validate a run config and print it, defaults filled")
     _add_config_args(show)
+    ingest = commands.add_parser(
+        "ingest", help="download (img2dataset on Ray), repair and filter every source"
+    )
+    _add_config_args(ingest)
     run = commands.add_parser(
         "run",
-        help="run the campaign (today: build the model, caption, save and reload checkpoints)",
+        help="run the campaign (today: ingest, then build the model, caption, checkpoint)",
     )
     _add_config_args(run)
     info = commands.add_parser(
@@ -73,9 +77,15 @@ def main(argv: list[str] | None = None) -> int:
 
         model, _, _ = build_model(config.model, Path(config.run_root) / "llm")
         print(parameter_table(count_parameters(model)))
+    elif args.command == "ingest":
+        from flows.ingest import run_ingest
+
+        run_ingest(config)
     elif args.command == "run":
+        from flows.ingest import run_ingest
         from flows.model_demo import run_model_demo
 
+        run_ingest(config)
         run_model_demo(config)
     return 0
 

@@ -10,9 +10,23 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 
 from model.options import FrozenOptions, ModelOptions
+from pipelines.download import DownloadOptions
+from pipelines.filter import FilterOptions
+from pipelines.ray_runtime import RayOptions
+from pipelines.sources import SourceOptions
+from pipelines.synthetic.catalog import SyntheticWebOptions
+
+
+class SyntheticWebRun(SyntheticWebOptions):
+    """The synthetic web a run serves itself (the demo): its size, port and source name."""
+
+    port: int = 0
+    """Port on 127.0.0.1; fix it so URLs stay valid when a crashed run is restarted."""
+    source_name: str = "synthetic"
+    """Name of the source the web's parquet files become (must be one of `sources`)."""
 
 
 class RunConfig(FrozenOptions):
@@ -20,8 +34,29 @@ class RunConfig(FrozenOptions):
 
     run_root: str = "./runs/demo"
     """Root of everything the run writes: a local path or an fsspec URL (s3://, gs://)."""
+    ray: RayOptions = RayOptions()
+    """Where the Ray jobs run: a local Ray, or a cluster address."""
+    synthetic_web: SyntheticWebRun | None = None
+    """A synthetic image web the run serves on 127.0.0.1 (demo, tests); None for real data."""
+    sources: list[SourceOptions] = []
+    """Image-text sources to ingest."""
+    download: DownloadOptions = DownloadOptions()
+    """img2dataset download on Ray."""
+    filter: FilterOptions = FilterOptions()
+    """Per-sample filters and deduplication."""
     model: ModelOptions = ModelOptions()
     """The model: start LLM, visual experts, visual tokenizer."""
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> RunConfig:
+        names = [s.name for s in self.sources]
+        if len(names) != len(set(names)):
+            raise ValueError(f"source names must be unique, got {names}")
+        if self.synthetic_web is not None and self.synthetic_web.source_name not in names:
+            raise ValueError(
+                f"synthetic_web.source_name {self.synthetic_web.source_name!r} is not a source"
+            )
+        return self
 
 
 class ConfigError(ValueError):

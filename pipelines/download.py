@@ -9,17 +9,20 @@ exists is done (img2dataset writes it last), so a rerun after a crash redoes onl
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
 from model.options import FrozenOptions
+from pipelines.scheduler import run_bounded
 
-RETRYABLE_ERRORS = ("timed out", "timeout", "HTTP Error 5", "Connection reset", "Remote end closed")
+INPUT_NAME = "_input.parquet"
 
 
 class DownloadOptions(FrozenOptions):
@@ -47,6 +50,8 @@ class DownloadOptions(FrozenOptions):
     """Largest original area accepted; bigger images fail as oversized."""
     disallowed_header_directives: list[str] = ["noai", "noimageai", "noindex", "noimageindex"]
     """X-Robots-Tag directives that opt an image out of AI training."""
+    repair_rounds: int = Field(1, ge=0)
+    """Later passes over URLs that failed for a transient reason (timeout, 5xx)."""
 
 
 def _img2dataset_downloader(options: DownloadOptions, output_folder: str, column_list: list[str]):
@@ -75,53 +80,131 @@ def _img2dataset_downloader(options: DownloadOptions, output_folder: str, column
 
 def done_shards(output_folder: str | Path) -> set[int]:
     """Shard ids whose `_stats.json` exists: img2dataset finished them."""
-    return {int(p.name.split("_")[0]) for p in Path(output_folder).glob("*_stats.json")}
+    return {int(p.name.split("_")[0]) for p in Path(output_folder).glob("[0-9]*_stats.json")}
+
+
+def _write_atomically(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _download_shard(downloader, task) -> bool:
+    ok, _ = downloader(task)
+    return ok
+
+
+def download_input(input_path: Path, output_folder: Path, options: DownloadOptions,
+                   start_shard: int = 0, desc: str = "download shards") -> dict:  # fmt: skip
+    """Downloads one input parquet into shards numbered from `start_shard`, skipping done ones."""
+    from img2dataset.reader import Reader
+
+    # img2dataset measures width/height itself and writes them under those names.
+    own = ("url", "caption", "width", "height")
+    extra = [c for c in pq.read_schema(input_path).names if c not in own]
+    finished = done_shards(output_folder)
+    tmp = output_folder / "_tmp"
+    tmp.mkdir(exist_ok=True)
+    reader = Reader(
+        str(input_path), "parquet", "url", "caption", None, None, extra,
+        options.samples_per_shard, finished, str(tmp), start_shard,
+    )  # fmt: skip
+    tasks = list(reader)
+    downloader = _img2dataset_downloader(options, str(output_folder), reader.column_list)
+    results = run_bounded(
+        _download_shard, tasks, shared=downloader, max_in_flight=options.max_in_flight,
+        retries=options.shard_retries, num_cpus=options.cpus_per_task, ok=bool, desc=desc,
+    )  # fmt: skip
+    return {"shards": len(results), "skipped": len(finished)}
 
 
 def download_table(table: pa.Table, output_folder: str | Path, options: DownloadOptions) -> dict:
-    """Downloads every row of a normalised source table (url, caption, sample_id, ...) once.
+    """Downloads every row of a normalised source table (sample_id, url, caption, ...) once.
+
+    The table is saved as the folder's input on the first call; later calls (a rerun after a
+    crash) reuse that saved input, so shard numbering and contents never change.
 
     Returns:
-        {"shards": n, "skipped": already done, "retried": shard retries used}.
+        {"shards": shards run now, "skipped": shards already done}.
     """
-    import ray
-    from img2dataset.reader import Reader
-
     output_folder = Path(output_folder).absolute()
     output_folder.mkdir(parents=True, exist_ok=True)
-    source = output_folder / "_input.parquet"
-    if not source.exists():  # the same input on every rerun gives the same shards
-        pq.write_table(table, str(source) + ".tmp")
-        os.replace(str(source) + ".tmp", source)
-    # img2dataset measures width/height itself and writes them under those names.
-    own = ("url", "caption", "width", "height")
-    extra = [c for c in pq.read_schema(source).names if c not in own]
-    finished = done_shards(output_folder)
-    (output_folder / "_tmp").mkdir(exist_ok=True)
-    reader = Reader(
-        str(source), "parquet", "url", "caption", None, None, extra, options.samples_per_shard,
-        finished, str(output_folder / "_tmp"), 0,
-    )  # fmt: skip
-    downloader = _img2dataset_downloader(options, str(output_folder), reader.column_list)
-    run_shard = ray.remote(num_cpus=options.cpus_per_task, max_retries=0)(lambda d, task: d(task))
-    downloader_ref = ray.put(downloader)
-    pending, attempts, retried, shards = {}, {}, 0, 0
-    queue = list(reader)
-    while queue or pending:
-        while queue and len(pending) < options.max_in_flight:
-            task = queue.pop(0)
-            shards += 1 if task[0] not in attempts else 0
-            attempts[task[0]] = attempts.get(task[0], 0) + 1
-            pending[run_shard.remote(downloader_ref, task)] = task
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        task = pending.pop(ready[0])
-        try:
-            ok, _ = ray.get(ready[0])
-        except ray.exceptions.RayError:
-            ok = False
-        if not ok:
-            if attempts[task[0]] > options.shard_retries:
-                raise RuntimeError(f"shard {task[0]} failed {attempts[task[0]]} times")
-            retried += 1
-            queue.append(task)
-    return {"shards": shards, "skipped": len(finished), "retried": retried}
+    source = output_folder / INPUT_NAME
+    if not source.exists():
+        _write_atomically(table, source)
+    return download_input(source, output_folder, options)
+
+
+def shard_metadata(output_folder: str | Path) -> pa.Table:
+    """Every row img2dataset recorded (successes and failures), with its shard id, in order."""
+    tables = []
+    for path in sorted(Path(output_folder).glob("[0-9]*.parquet")):
+        shard = int(path.stem)
+        if shard not in done_shards(output_folder):
+            continue
+        table = pq.read_table(path)
+        tables.append(table.append_column("shard", pa.array([shard] * table.num_rows, pa.int32())))
+    return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+
+def _next_repair_round(output_folder: Path) -> tuple[int, dict | None]:
+    rounds = sorted(output_folder.glob("_repair-*.json"))
+    if rounds:
+        plan = json.loads(rounds[-1].read_text())
+        if not set(plan["shards"]) <= done_shards(output_folder):
+            return plan["round"], plan  # a round that died half way: finish it first
+    return len(rounds) + 1, None
+
+
+def repair(output_folder: str | Path, options: DownloadOptions, is_retryable) -> dict:
+    """One repair round: re-downloads samples whose last attempt failed for a transient reason.
+
+    Good shards are never redone; the new attempts land in new shards after the existing ones,
+    and the plan is written first, so a repair that dies half way resumes where it stopped.
+
+    Args:
+        is_retryable: error message -> whether a later attempt may succeed.
+
+    Returns:
+        {"round": n, "retried": samples attempted, "recovered": of them now downloaded}.
+    """
+    output_folder = Path(output_folder).absolute()
+    round_number, plan = _next_repair_round(output_folder)
+    input_path = output_folder / f"_repair-{round_number:03d}.parquet"
+    if plan is None:
+        latest = latest_attempts(shard_metadata(output_folder))
+        retry = [
+            row["sample_id"]
+            for row in latest.to_pylist()
+            if row["status"] != "success" and is_retryable(row["error_message"] or "")
+        ]
+        if not retry:
+            return {"round": round_number, "retried": 0, "recovered": 0}
+        source = pq.read_table(output_folder / INPUT_NAME)
+        _write_atomically(source.filter(pc.is_in(source["sample_id"], pa.array(retry))), input_path)
+        start = max(done_shards(output_folder)) + 1
+        count = math.ceil(len(retry) / options.samples_per_shard)
+        plan = {"round": round_number, "start": start, "shards": list(range(start, start + count)),
+                "retried": len(retry)}  # fmt: skip
+        path = output_folder / f"_repair-{round_number:03d}.json"
+        path.with_suffix(".tmp").write_text(json.dumps(plan))
+        os.replace(path.with_suffix(".tmp"), path)
+    download_input(input_path, output_folder, options, start_shard=plan["start"],
+                   desc=f"repair {round_number} shards")  # fmt: skip
+    repaired = shard_metadata(output_folder)
+    repaired = repaired.filter(pc.is_in(repaired["shard"], pa.array(plan["shards"])))
+    recovered = sum(s == "success" for s in repaired["status"].to_pylist())
+    return {"round": round_number, "retried": plan["retried"], "recovered": recovered}
+
+
+def latest_attempts(metadata: pa.Table) -> pa.Table:
+    """One row per sample: its last attempt (highest shard), which is its final status."""
+    if metadata.num_rows == 0:
+        return metadata
+    last = {}
+    for index, (sid, shard) in enumerate(
+        zip(metadata["sample_id"].to_pylist(), metadata["shard"].to_pylist())
+    ):
+        if sid not in last or shard >= last[sid][1]:
+            last[sid] = (index, shard)
+    return metadata.take(sorted(i for i, _ in last.values()))

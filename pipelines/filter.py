@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import pyarrow as pa
 
 from model.options import FrozenOptions
+from pipelines.download_report import failure_reason
 
 KEEP_LIST_SCHEMA = pa.schema(
     [
@@ -32,11 +33,12 @@ class SampleFilter:
 
 
 class DownloadedFilter(SampleFilter):
-    """Samples img2dataset could not fetch or decode carry its status as the reason."""
+    """Samples img2dataset could not fetch or decode, with why (`download_http_404`, ...)."""
 
     def reason(self, sample):
-        status = sample.get("status")
-        return None if status == "success" else status or "not_downloaded"
+        if sample.get("status") == "success":
+            return None
+        return f"download_{failure_reason(sample.get('error_message'))}"
 
 
 class MinSideFilter(SampleFilter):
@@ -132,11 +134,13 @@ def mark_duplicates(
     return out
 
 
-def summarize(keep_lists: Iterable[pa.Table]) -> dict[str, int]:
-    """Counts: total, kept, and dropped per reason."""
+def summarize(keep_lists: Iterable[pa.Table], ignore: Sequence[str] = ()) -> dict[str, int]:
+    """Counts: total, kept, and dropped per reason; rows whose reason is in `ignore` not counted."""
     counts: dict[str, int] = {"total": 0, "kept": 0}
     for table in keep_lists:
         for keep, reason in zip(table["keep"].to_pylist(), table["reason"].to_pylist()):
+            if reason in ignore:
+                continue
             counts["total"] += 1
             if keep:
                 counts["kept"] += 1

@@ -9,7 +9,8 @@ from pipelines.filter import FilterOptions, filter_table, mark_duplicates, summa
 
 def _shard(rows):
     defaults = dict(status="success", caption="a red circle", original_width=300,
-                    original_height=200, sha256=None, url=None, sample_id=None)  # fmt: skip
+                    original_height=200, sha256=None, url=None, sample_id=None,
+                    error_message=None)  # fmt: skip
     full = []
     for i, row in enumerate(rows):
         merged = {**defaults, **row}
@@ -22,13 +23,14 @@ def _shard(rows):
 
 def test_each_filter_records_its_reason():
     shard = _shard([
-        {}, {"status": "failed_to_download"}, {"original_width": 20}, {"original_height": 2000},
+        {}, {"status": "failed_to_download", "error_message": "HTTP Error 404: Not Found"},
+        {"original_width": 20}, {"original_height": 2000},
         {"caption": "   "}, {"caption": "cat"}, {"caption": "word " * 200},
     ])  # fmt: skip
     keep_list = filter_table(shard, FilterOptions().build())
     assert keep_list["keep"].to_pylist() == [True] + [False] * 6
     assert keep_list["reason"].to_pylist() == [
-        None, "failed_to_download", "too_small", "extreme_aspect", "empty_caption",
+        None, "download_http_404", "too_small", "extreme_aspect", "empty_caption",
         "short_caption", "long_caption",
     ]  # fmt: skip
     assert keep_list["key"].to_pylist() == shard["key"].to_pylist()
@@ -38,11 +40,12 @@ def test_duplicates_across_shards_keep_the_first():
     first = _shard([{"key": "a", "sha256": "h1"}, {"key": "b", "sha256": "h1"},
                     {"key": "c", "url": "http://x/1.jpg"}])  # fmt: skip
     second = _shard([{"key": "d", "sha256": "h1"}, {"key": "e", "url": "http://x/1.jpg"},
-                     {"key": "f", "sha256": "h2", "status": "failed_to_resize"}])  # fmt: skip
+                     {"key": "f", "sha256": "h2", "status": "failed_to_resize",
+                      "error_message": "Image decoding error"}])  # fmt: skip
     filters = FilterOptions().build()
     lists = mark_duplicates([(s, filter_table(s, filters)) for s in (first, second)])
     reasons = [r for t in lists for r in t["reason"].to_pylist()]
     assert reasons == [None, "duplicate_image", None, "duplicate_image", "duplicate_url",
-                       "failed_to_resize"]  # fmt: skip
+                       "download_not_an_image"]  # fmt: skip
     assert summarize(lists) == {"total": 6, "kept": 2, "duplicate_image": 2, "duplicate_url": 1,
-                                "failed_to_resize": 1}  # fmt: skip
+                                "download_not_an_image": 1}  # fmt: skip

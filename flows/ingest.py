@@ -1,0 +1,46 @@
+"""The ingest part of a run: serve the synthetic web when configured, then ingest every source."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from flows.config import RunConfig
+from pipelines.download_report import summary_table
+from pipelines.ingest import ingest_source, validate_sources
+from pipelines.ray_runtime import ensure_ray
+from pipelines.synthetic.catalog import write_source_files
+from pipelines.synthetic.server import SyntheticWeb
+
+
+@contextlib.contextmanager
+def served_synthetic_web(config: RunConfig):
+    """Serves the run's synthetic web (if any) and writes its source files once."""
+    web_options = config.synthetic_web
+    if web_options is None:
+        yield None
+        return
+    web = SyntheticWeb(seed=web_options.seed, slow_seconds=web_options.slow_seconds,
+                       port=web_options.port)  # fmt: skip
+    with web:
+        folder = Path(config.run_root) / "sources" / web_options.source_name
+        if not any(folder.glob("*.parquet")):
+            write_source_files(web, web_options, folder)
+        yield web
+
+
+def run_ingest(config: RunConfig) -> list[dict]:
+    """Validates every source, then downloads, repairs and filters each; prints a report."""
+    reports = []
+    with served_synthetic_web(config):
+        validate_sources(config.sources)
+        ensure_ray(config.ray)
+        for source in config.sources:
+            report = ingest_source(source, config.download, config.filter, config.run_root)
+            print(f"\n## source {source.name}\n")
+            print(f"dropped on metadata before download: {report['metadata_dropped']}")
+            print(summary_table(report["downloaded"]))
+            print(f"repairs: {report['repairs']}")
+            print(f"filtered: {report['filtered']}")
+            reports.append(report)
+    return reports
