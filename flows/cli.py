@@ -58,17 +58,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command; bad input (config, source files, checkpoints) exits 2 with a message."""
+    from pipelines.sources import SourceError
+
     args = _parser().parse_args(argv)
     try:
         if args.command == "convert":
             return _convert(args.direction, args.source, args.target)
         config = load_run_config(args.config, args.overrides)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+        _run(args.command, config)
+    except (ConfigError, SourceError, FileNotFoundError) as error:
         print(f"evip: {error}", file=sys.stderr)
         return 2
-    if args.command == "config":
+    return 0
+
+
+def _run(command: str, config) -> None:
+    if command == "config":
         print(dump_run_config(config), end="")
-    elif args.command == "model-info":
+    elif command == "model-info":
         from pathlib import Path
 
         from flows.report import parameter_table
@@ -77,17 +85,14 @@ def main(argv: list[str] | None = None) -> int:
 
         model, _, _ = build_model(config.model, Path(config.run_root) / "llm")
         print(parameter_table(count_parameters(model)))
-    elif args.command == "ingest":
+    elif command in ("ingest", "run"):
         from flows.ingest import run_ingest
 
         run_ingest(config)
-    elif args.command == "run":
-        from flows.ingest import run_ingest
-        from flows.model_demo import run_model_demo
+        if command == "run":
+            from flows.model_demo import run_model_demo
 
-        run_ingest(config)
-        run_model_demo(config)
-    return 0
+            run_model_demo(config)
 
 
 def _convert(direction: str, source: str, target: str) -> int:

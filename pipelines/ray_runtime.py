@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 
 from model.options import FrozenOptions
+
+# img2dataset imports albumentations, which otherwise asks PyPI for updates in every worker.
+WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1"}
 
 
 class RayOptions(FrozenOptions):
@@ -25,10 +30,12 @@ def ensure_ray(options: RayOptions | None = None):
     options = options or RayOptions()
     if ray.is_initialized():
         return ray
+    os.environ.update(WORKER_ENV)
+    runtime_env = {"env_vars": WORKER_ENV}
     if options.address is not None:
-        ray.init(address=options.address, log_to_driver=False)
+        ray.init(address=options.address, runtime_env=runtime_env, log_to_driver=False)
     else:
         memory = int(options.object_store_gib * 2**30) if options.object_store_gib else None
-        ray.init(num_cpus=options.num_cpus, object_store_memory=memory,
+        ray.init(num_cpus=options.num_cpus, object_store_memory=memory, runtime_env=runtime_env,
                  include_dashboard=False, log_to_driver=False)  # fmt: skip
     return ray

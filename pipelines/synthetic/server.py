@@ -24,7 +24,7 @@ RETRYABLE_KINDS = ("slow", "flaky")
 _PATH = re.compile(r"^/(?:images|bad/(?P<kind>[a-z_]+))/(?P<index>\d+)\.jpg$")
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=8192)
 def _scene_jpeg(seed: int, index: int) -> bytes:
     return render_jpeg(make_scene(seed, index))
 
@@ -49,13 +49,19 @@ class SyntheticWeb:
         slow_seconds: how long a `slow` URL stalls before answering.
         flaky_failures: how many times each `flaky` URL answers 503 before it answers 200.
         port: 0 picks a free port; a fixed port keeps URLs stable across restarts.
+        latency_seconds: added before every answer, like a distant host (0: loopback speed).
     """
 
     def __init__(
-        self, seed: int = 0, slow_seconds: float = 4.0, flaky_failures: int = 1, port: int = 0
+        self,
+        seed: int = 0,
+        slow_seconds: float = 4.0,
+        flaky_failures: int = 1,
+        port: int = 0,
+        latency_seconds: float = 0.0,
     ):
         self.seed, self.slow_seconds, self.flaky_failures = seed, slow_seconds, flaky_failures
-        self.port = port
+        self.port, self.latency_seconds = port, latency_seconds
         self._flaky_seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -109,6 +115,8 @@ class SyntheticWeb:
     def _serve(self, request: BaseHTTPRequestHandler) -> None:
         with self._lock:
             self.requests += 1
+        if self.latency_seconds:
+            time.sleep(self.latency_seconds)
         match = _PATH.match(request.path)
         if not match:
             return self._reply(request, 404, b"not found", "text/plain")
@@ -154,3 +162,28 @@ class SyntheticWeb:
             request.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout); nothing to tell it
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serves a synthetic web in the foreground until interrupted."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve the synthetic image web on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=18765, help="port on 127.0.0.1 (0: any)")
+    parser.add_argument("--seed", type=int, default=0, help="picks the scenes")
+    parser.add_argument("--slow-seconds", type=float, default=4.0, help="stall of slow URLs")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
+    args = parser.parse_args(argv)
+    web = SyntheticWeb(seed=args.seed, slow_seconds=args.slow_seconds, port=args.port,
+                       latency_seconds=args.latency)  # fmt: skip
+    with web:
+        print(f"serving {web.image_url(0)} ... (Ctrl-C stops)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -52,3 +52,14 @@ def test_demo_runs_end_to_end_as_a_user_runs_it(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert (converted / "config.json").exists()
+
+
+def test_malformed_source_fails_before_any_work(tmp_path, capsys):
+    (tmp_path / "bad.parquet").write_text("url,caption\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"run_root: {tmp_path}/run\nsources: [{{name: bad, paths: ['{tmp_path}/bad.parquet']}}]\n"
+    )
+    assert main(["ingest", "--config", str(config)]) == 2
+    assert "bad.parquet is not a parquet file" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "raw").exists()
