@@ -39,9 +39,13 @@ def _parser() -> argparse.ArgumentParser:
         "ingest", help="download (img2dataset on Ray), repair and filter every source"
     )
     _add_config_args(ingest)
+    recaption = commands.add_parser(
+        "recaption", help="caption every kept image with the teacher (Ray Data actors)"
+    )
+    _add_config_args(recaption)
     run = commands.add_parser(
         "run",
-        help="run the campaign (today: ingest, then build the model, caption, checkpoint)",
+        help="run the campaign (today: ingest, recaption, then build the model and checkpoint)",
     )
     _add_config_args(run)
     info = commands.add_parser(
@@ -85,13 +89,19 @@ def _run(command: str, config) -> None:
 
         model, _, _ = build_model(config.model, Path(config.run_root) / "llm")
         print(parameter_table(count_parameters(model)))
+    elif command == "recaption":
+        from flows.recaption import run_recaption
+
+        run_recaption(config)
     elif command in ("ingest", "run"):
         from flows.ingest import run_ingest
 
         run_ingest(config)
         if command == "run":
             from flows.model_demo import run_model_demo
+            from flows.recaption import run_recaption
 
+            run_recaption(config)
             run_model_demo(config)
 
 

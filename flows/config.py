@@ -18,6 +18,7 @@ from pipelines.filter import FilterOptions
 from pipelines.ray_runtime import RayOptions
 from pipelines.sources import SourceOptions
 from pipelines.synthetic.catalog import SyntheticWebOptions
+from recaption.options import CleaningOptions, RecaptionJobOptions, TeacherOptions
 
 
 class SyntheticWebRun(SyntheticWebOptions):
@@ -44,6 +45,12 @@ class RunConfig(FrozenOptions):
     """img2dataset download on Ray."""
     filter: FilterOptions = FilterOptions()
     """Per-sample filters and deduplication."""
+    teacher: TeacherOptions = TeacherOptions()
+    """The recaptioning teacher (S1.2 data)."""
+    cleaning: CleaningOptions = CleaningOptions()
+    """What a teacher caption must look like to be kept."""
+    recaption: RecaptionJobOptions = RecaptionJobOptions()
+    """Layout of the recaption job on Ray Data."""
     model: ModelOptions = ModelOptions()
     """The model: start LLM, visual experts, visual tokenizer."""
 
@@ -52,6 +59,9 @@ class RunConfig(FrozenOptions):
         names = [s.name for s in self.sources]
         if len(names) != len(set(names)):
             raise ValueError(f"source names must be unique, got {names}")
+        unknown = sorted(set(self.recaption.sources) - set(names))
+        if unknown:
+            raise ValueError(f"recaption.sources {unknown} are not sources of this run")
         if self.synthetic_web is not None and self.synthetic_web.source_name not in names:
             raise ValueError(
                 f"synthetic_web.source_name {self.synthetic_web.source_name!r} is not a source"

@@ -18,7 +18,7 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("config", "ingest", "run", "model-info", "convert"):
+    for command in ("config", "ingest", "recaption", "run", "model-info", "convert"):
         assert command in out
 
 

@@ -1,0 +1,80 @@
+"""Options of the recaption step: the teacher, its prompts and generation, cleaning, the Ray job."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from model.options import FrozenOptions
+from recaption.prompts import DEFAULT_PROMPTS
+
+
+class GenerationOptions(FrozenOptions):
+    """Decoding settings; recorded next to every caption they produced."""
+
+    max_new_tokens: int = Field(48, gt=0)
+    """Longest caption in tokens (the paper wants short captions)."""
+    do_sample: bool = False
+    """Greedy (False) or sampled decoding."""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature (only with do_sample)."""
+    repetition_penalty: float = Field(1.05, ge=1.0)
+    """Penalty on repeated tokens; >1 curbs runaway repetition."""
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    """Forbid repeating n-grams of this size (0: off)."""
+
+
+class TeacherOptions(FrozenOptions):
+    """The captioning teacher (InternVL-8B in the paper)."""
+
+    name: str = "internvl"
+    """Short name, used in output paths (captions/<name>/<source>/...)."""
+    path: str | None = None
+    """Local Hugging Face checkpoint of an InternVL model; None builds a tiny random one (demo)."""
+    backend: Literal["transformers", "vllm"] = "transformers"
+    """transformers (any machine) or vLLM (GPU machines where it is installed)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """auto: bfloat16 on GPU, float32 on CPU."""
+    max_tiles: int = Field(6, ge=1)
+    """Dynamic-resolution tiles per image (1 = a single 448-px view, fastest)."""
+    prompts: list[str] = list(DEFAULT_PROMPTS)
+    """Prompt variants; each image gets one, chosen from its sample id (stable across reruns)."""
+    generation: GenerationOptions = GenerationOptions()
+    """Decoding settings."""
+
+    @model_validator(mode="after")
+    def _check_prompts(self) -> TeacherOptions:
+        if not self.prompts or any(not p.strip() for p in self.prompts):
+            raise ValueError("prompts must be a non-empty list of non-empty strings")
+        return self
+
+
+class CleaningOptions(FrozenOptions):
+    """What a teacher caption must look like to replace the alt-text."""
+
+    min_words: int = Field(3, ge=1)
+    """Fewer words than this is rejected as empty."""
+    max_chars: int = Field(300, gt=0)
+    """Longer captions are cut at the last sentence (or word) boundary before this."""
+    max_repeat_fraction: float = Field(0.5, gt=0, le=1)
+    """Rejected as runaway repetition when one word or bigram makes up more than this share."""
+
+
+class RecaptionJobOptions(FrozenOptions):
+    """How the Ray Data job is laid out."""
+
+    batch_size: int = Field(16, gt=0)
+    """Images per teacher call."""
+    actors: int = Field(1, gt=0)
+    """Teacher actors (model replicas)."""
+    gpus_per_actor: float = Field(0.0, ge=0)
+    """GPUs per teacher actor (0 on CPU machines)."""
+    cpus_per_actor: float = Field(0.5, gt=0)
+    """CPUs per teacher actor (fractional on small machines, or Ray Data deadlocks)."""
+    preprocess_cpus: float = Field(0.25, gt=0)
+    """CPUs per preprocessing task: decode + InternVL tiling, which is the known bottleneck."""
+    preprocess_batch_size: int = Field(32, gt=0)
+    """Images per preprocessing task."""
+    sources: list[str] = []
+    """Sources to recaption (empty: every source of the run)."""

@@ -1,0 +1,101 @@
+"""The recaption job's stages as plain callables over batches (no Ray in here).
+
+read_shard (shard -> its kept samples) -> Preprocess (decode + InternVL tiling + tokens, CPU)
+-> Caption (the teacher, batched; cleaning). A bad image or a failing generation drops that one
+sample with a reason; the rest of its batch goes on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipelines.records import iter_kept_samples
+from recaption.cleaning import clean_caption
+from recaption.options import CleaningOptions, TeacherOptions
+from recaption.prompts import prompt_for
+from recaption.teacher import PreparedSample, TeacherInputs, build_teacher, decode_image
+
+OUTPUT_COLUMNS = ("shard", "key", "sample_id", "caption", "teacher_caption", "raw_caption",
+                  "fallback", "reason", "prompt")  # fmt: skip
+
+
+def read_shard(row: dict) -> list[dict]:
+    """{shard, tar, keep_list} -> one row per kept sample of that shard."""
+    return [{"shard": row["shard"], "key": s["key"], "sample_id": s["sample_id"], "jpg": s["jpg"],
+             "alt_text": s["alt_text"]}
+            for s in iter_kept_samples(row["tar"], row["keep_list"])]  # fmt: skip
+
+
+class Preprocess:
+    """CPU stage: image bytes -> prompt tokens + tiles; an unreadable image gets `bad_image`."""
+
+    def __init__(self, teacher_path: str, options: TeacherOptions):
+        self.inputs = TeacherInputs(teacher_path, options)
+        self.options = options
+
+    def __call__(self, batch: dict) -> dict:
+        ids, pixels, errors, prompts = [], [], [], []
+        for data, sample_id in zip(batch["jpg"], batch["sample_id"]):
+            prompt = prompt_for(sample_id, self.options.prompts)
+            try:
+                prepared = self.inputs.prepare(decode_image(bytes(data)), prompt)
+                ids.append(prepared.input_ids)
+                pixels.append(prepared.pixel_values)
+                errors.append("")
+            except Exception as error:  # any undecodable or unprocessable image
+                ids.append(np.zeros(0, np.int64))
+                pixels.append(np.zeros((0, 3, 1, 1), np.float16))
+                errors.append(f"bad_image: {type(error).__name__}: {error}"[:300])
+            prompts.append(prompt)
+        out = {k: batch[k] for k in ("shard", "key", "sample_id", "alt_text")}
+        out.update(input_ids=ids, pixel_values=pixels, error=errors, prompt=prompts)
+        return out
+
+
+class Caption:
+    """GPU (or CPU) stage: the teacher on a batch; one failing sample never drops the batch."""
+
+    def __init__(self, teacher_path: str, options: TeacherOptions, cleaning: CleaningOptions):
+        self.teacher = build_teacher(teacher_path, options)
+        self.cleaning = cleaning
+
+    def _generate(self, samples: list[PreparedSample]) -> list[str | Exception]:
+        try:
+            return list(self.teacher.generate(samples))
+        except Exception:
+            if len(samples) == 1:
+                raise
+        results: list[str | Exception] = []
+        for sample in samples:  # isolate the sample that breaks generation
+            try:
+                results.append(self.teacher.generate([sample])[0])
+            except Exception as error:
+                results.append(error)
+        return results
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(batch["key"])
+        raw: list[str | None] = [None] * n
+        reasons: list[str | None] = [None] * n
+        good = [i for i in range(n) if not batch["error"][i]]
+        for i in range(n):
+            if batch["error"][i]:
+                reasons[i] = "bad_image"
+        samples = [PreparedSample(np.asarray(batch["input_ids"][i]),
+                                  np.asarray(batch["pixel_values"][i])) for i in good]  # fmt: skip
+        outputs = self._generate(samples) if samples else []
+        for i, output in zip(good, outputs):
+            if isinstance(output, Exception):
+                reasons[i] = "generation_error"
+            else:
+                raw[i] = output
+        cleaned = [clean_caption(text, self.cleaning) if text is not None else (None, None)
+                   for text in raw]  # fmt: skip
+        teacher_captions = [c for c, _ in cleaned]
+        reasons = [r or c_reason for r, (_, c_reason) in zip(reasons, cleaned)]
+        fallback = [c is None for c in teacher_captions]
+        captions = [c if c is not None else str(alt)
+                    for c, alt in zip(teacher_captions, batch["alt_text"])]  # fmt: skip
+        return {"shard": batch["shard"], "key": batch["key"], "sample_id": batch["sample_id"],
+                "caption": captions, "teacher_caption": teacher_captions, "raw_caption": raw,
+                "fallback": fallback, "reason": reasons, "prompt": batch["prompt"]}  # fmt: skip
