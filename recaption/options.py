@@ -67,7 +67,7 @@ class RecaptionJobOptions(FrozenOptions):
     batch_size: int = Field(16, gt=0)
     """Images per teacher call."""
     actors: int = Field(1, gt=0)
-    """Teacher actors (model replicas)."""
+    """Teacher actors (model replicas); Ray Data spreads them over the cluster's nodes."""
     gpus_per_actor: float = Field(0.0, ge=0)
     """GPUs per teacher actor (0 on CPU machines)."""
     cpus_per_actor: float = Field(0.5, gt=0)

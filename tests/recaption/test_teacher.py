@@ -1,0 +1,49 @@
+"""The teacher loads like a release, tiles like InternVL, and captions a batch in one call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from transformers import AutoModelForImageTextToText
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
+
+from pipelines.synthetic.scenes import make_scene, render
+from recaption.teacher import TeacherInputs, TransformersTeacher, decode_image
+
+
+def test_tiny_teacher_loads_through_from_pretrained(teacher_dir):
+    model = AutoModelForImageTextToText.from_pretrained(teacher_dir)
+    assert type(model).__name__ == "InternVLForConditionalGeneration"
+
+
+def test_inputs_hold_prompt_tokens_and_tiles(teacher_dir, teacher_options):
+    inputs = TeacherInputs(str(teacher_dir), teacher_options)
+    seen = set()
+    for index in range(8):
+        image = render(make_scene(0, index))
+        sample = inputs.prepare(image, "Describe.")
+        assert sample.pixel_values.dtype == np.float16
+        assert sample.pixel_values.shape[1:] == (3, 64, 64)
+        columns, rows = get_optimal_tiled_canvas((image.height, image.width), (64, 64), 1, 2)
+        grid = columns * rows
+        assert sample.pixel_values.shape[0] == (grid + 1 if grid > 1 else 1)  # + thumbnail
+        seen.add(grid)
+        context = inputs.processor.image_token_id
+        assert (sample.input_ids == context).sum() == 4 * sample.pixel_values.shape[0]
+        assert "Describe." in inputs.processor.tokenizer.decode(sample.input_ids)
+    assert seen == {1, 2}
+
+
+def test_batched_generation_returns_one_caption_per_image(teacher_dir, teacher_options):
+    inputs = TeacherInputs(str(teacher_dir), teacher_options)
+    teacher = TransformersTeacher(str(teacher_dir), teacher_options)
+    samples = [inputs.prepare(render(make_scene(0, i)), "Describe.") for i in range(5)]
+    captions = teacher.generate(samples)
+    assert len(captions) == 5 and all(isinstance(c, str) for c in captions)
+    assert captions == [teacher.generate([s])[0] for s in samples]  # left padding is exact
+    assert teacher.settings["max_new_tokens"] == 8 and teacher.settings["backend"] == "transformers"
+
+
+def test_non_images_fail_to_decode():
+    with pytest.raises(OSError):
+        decode_image(b"<html>nope</html>")
