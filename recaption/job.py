@@ -94,14 +94,21 @@ class RecaptionJob:
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, self.job.actors * 2)),
         )  # fmt: skip
         return ds.map_batches(
-            Caption, fn_constructor_args=(self.teacher_path, self.teacher, self.cleaning),
+            Caption,
+            fn_constructor_args=(self.teacher_path, self.teacher, self.cleaning,
+                                 self.job.torch_threads),
             batch_size=self.job.batch_size, num_cpus=self.job.cpus_per_actor,
             num_gpus=self.job.gpus_per_actor or None,
             compute=ray.data.ActorPoolStrategy(size=self.job.actors),
         )  # fmt: skip
 
-    def run(self, raw_folder: str | Path, filtered_folder: str | Path, out_folder: str | Path):
-        """Captions every shard that has no caption file yet; returns the report."""
+    def run(self, raw_folder: str | Path, filtered_folder: str | Path, out_folder: str | Path,
+            on_shard_written=None):  # fmt: skip
+        """Captions every shard that has no caption file yet; returns the report.
+
+        Args:
+            on_shard_written: called as (shard, images) after each shard's file is renamed.
+        """
         raw_folder, filtered_folder = Path(raw_folder), Path(filtered_folder)
         out_folder = Path(out_folder)
         out_folder.mkdir(parents=True, exist_ok=True)
@@ -129,6 +136,8 @@ class RecaptionJob:
                             images += len(rows)
                             reasons.update(r["reason"] or "kept" for r in rows)
                             progress.update(1)
+                            if on_shard_written is not None:
+                                on_shard_written(row["shard"], len(rows))
         if buffers:
             missing = {s: work[s].expected - len(b) for s, b in buffers.items()}
             raise RuntimeError(f"shards ended incomplete (samples missing per shard): {missing}")

@@ -72,6 +72,8 @@ class RecaptionJobOptions(FrozenOptions):
     """GPUs per teacher actor (0 on CPU machines)."""
     cpus_per_actor: float = Field(0.5, gt=0)
     """CPUs per teacher actor (fractional on small machines, or Ray Data deadlocks)."""
+    torch_threads: int | None = Field(None, gt=0)
+    """CPU threads of a CPU teacher; None keeps Ray's choice (its CPU share, at least 1)."""
     preprocess_cpus: float = Field(0.25, gt=0)
     """CPUs per preprocessing task: decode + InternVL tiling, which is the known bottleneck."""
     preprocess_batch_size: int = Field(32, gt=0)

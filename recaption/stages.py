@@ -55,7 +55,12 @@ class Preprocess:
 class Caption:
     """GPU (or CPU) stage: the teacher on a batch; one failing sample never drops the batch."""
 
-    def __init__(self, teacher_path: str, options: TeacherOptions, cleaning: CleaningOptions):
+    def __init__(self, teacher_path: str, options: TeacherOptions, cleaning: CleaningOptions,
+                 torch_threads: int | None = None):  # fmt: skip
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
         self.teacher = build_teacher(teacher_path, options)
         self.cleaning = cleaning
 

@@ -34,7 +34,9 @@ _NAMED_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>",
                  "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}  # fmt: skip
 
 
-def save_tiny_teacher(path: str | Path, seed: int = 0, max_tiles: int = 6) -> Path:
+def save_tiny_teacher(
+    path: str | Path, seed: int = 0, max_tiles: int = 6, hidden_size: int = 32, layers: int = 2
+) -> Path:
     """Writes model, tokenizer (with chat template) and image processor to `path`."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -48,7 +50,8 @@ def save_tiny_teacher(path: str | Path, seed: int = 0, max_tiles: int = 6) -> Pa
             image_size=[TILE, TILE], patch_size=[PATCH, PATCH],
         ),
         text_config=Qwen2Config(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=layers,
+            num_attention_heads=4,
             num_key_value_heads=2, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         ),
