@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from pipelines.records import kept_keys
 from recaption.options import CleaningOptions, RecaptionJobOptions, TeacherOptions
 from recaption.stages import OUTPUT_COLUMNS, Caption, Preprocess, read_shard
+from recaption.teacher import resolve_backend
 
 CAPTION_SCHEMA = pa.schema([
     ("shard", pa.int64()), ("key", pa.string()), ("sample_id", pa.string()),
@@ -85,18 +86,19 @@ class RecaptionJob:
         """The Ray Data pipeline over the pending shards (lazy until consumed)."""
         import ray
 
+        backend = resolve_backend(self.teacher, self.job.gpus_per_actor)
         items = [{"shard": w.shard, "tar": w.tar, "keep_list": w.keep_list} for w in pending]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
         ds = ds.flat_map(read_shard, num_cpus=self.job.preprocess_cpus)
         ds = ds.map_batches(
-            Preprocess, fn_constructor_args=(self.teacher_path, self.teacher),
+            Preprocess, fn_constructor_args=(self.teacher_path, self.teacher, backend),
             batch_size=self.job.preprocess_batch_size, num_cpus=self.job.preprocess_cpus,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, self.job.actors * 2)),
         )  # fmt: skip
         return ds.map_batches(
             Caption,
             fn_constructor_args=(self.teacher_path, self.teacher, self.cleaning,
-                                 self.job.torch_threads),
+                                 self.job.torch_threads, backend),
             batch_size=self.job.batch_size, num_cpus=self.job.cpus_per_actor,
             num_gpus=self.job.gpus_per_actor or None,
             compute=ray.data.ActorPoolStrategy(size=self.job.actors),

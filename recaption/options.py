@@ -32,8 +32,8 @@ class TeacherOptions(FrozenOptions):
     """Short name, used in output paths (captions/<name>/<source>/...)."""
     path: str | None = None
     """Local Hugging Face checkpoint of an InternVL model; None builds a tiny random one (demo)."""
-    backend: Literal["transformers", "vllm"] = "transformers"
-    """transformers (any machine) or vLLM (GPU machines where it is installed)."""
+    backend: Literal["auto", "transformers", "vllm"] = "auto"
+    """auto: vLLM when it is installed and teacher actors get GPUs, else transformers."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """auto: bfloat16 on GPU, float32 on CPU."""
     max_tiles: int = Field(6, ge=1)

@@ -27,18 +27,29 @@ def read_shard(row: dict) -> list[dict]:
 
 
 class Preprocess:
-    """CPU stage: image bytes -> prompt tokens + tiles; an unreadable image gets `bad_image`."""
+    """CPU stage: image bytes -> prompt tokens + tiles; an unreadable image gets `bad_image`.
 
-    def __init__(self, teacher_path: str, options: TeacherOptions):
+    For the vLLM backend, which tiles by itself, it only checks the image and writes the prompt
+    text; the bytes travel on.
+    """
+
+    def __init__(self, teacher_path: str, options: TeacherOptions, backend: str = "transformers"):
         self.inputs = TeacherInputs(teacher_path, options)
-        self.options = options
+        self.options, self.backend = options, backend
 
     def __call__(self, batch: dict) -> dict:
-        ids, pixels, errors, prompts = [], [], [], []
+        ids, pixels, errors, prompts, texts = [], [], [], [], []
         for data, sample_id in zip(batch["jpg"], batch["sample_id"]):
             prompt = prompt_for(sample_id, self.options.prompts)
+            texts.append(self.inputs.prompt_text(prompt))
             try:
-                prepared = self.inputs.prepare(decode_image(bytes(data)), prompt)
+                image = decode_image(bytes(data))
+                if self.backend == "vllm":
+                    prepared = PreparedSample(
+                        np.zeros(0, np.int64), np.zeros((0, 3, 1, 1), np.float16)
+                    )
+                else:
+                    prepared = self.inputs.prepare(image, prompt)
                 ids.append(prepared.input_ids)
                 pixels.append(prepared.pixel_values)
                 errors.append("")
@@ -48,7 +59,10 @@ class Preprocess:
                 errors.append(f"bad_image: {type(error).__name__}: {error}"[:300])
             prompts.append(prompt)
         out = {k: batch[k] for k in ("shard", "key", "sample_id", "alt_text")}
-        out.update(input_ids=ids, pixel_values=pixels, error=errors, prompt=prompts)
+        out.update(input_ids=ids, pixel_values=pixels, error=errors, prompt=prompts,
+                   prompt_text=texts)  # fmt: skip
+        if self.backend == "vllm":
+            out["jpg"] = batch["jpg"]
         return out
 
 
@@ -56,24 +70,34 @@ class Caption:
     """GPU (or CPU) stage: the teacher on a batch; one failing sample never drops the batch."""
 
     def __init__(self, teacher_path: str, options: TeacherOptions, cleaning: CleaningOptions,
-                 torch_threads: int | None = None):  # fmt: skip
+                 torch_threads: int | None = None, backend: str = "transformers"):  # fmt: skip
         if torch_threads is not None:
             import torch
 
             torch.set_num_threads(torch_threads)
-        self.teacher = build_teacher(teacher_path, options)
-        self.cleaning = cleaning
+        self.teacher = build_teacher(teacher_path, options, backend)
+        self.cleaning, self.backend = cleaning, backend
 
-    def _generate(self, samples: list[PreparedSample]) -> list[str | Exception]:
+    def _generate_batch(self, batch: dict, rows: list[int]) -> list[str]:
+        if self.backend == "vllm":
+            images = [decode_image(bytes(batch["jpg"][i])) for i in rows]
+            return self.teacher.generate_from_images(
+                images, [batch["prompt_text"][i] for i in rows]
+            )
+        samples = [PreparedSample(np.asarray(batch["input_ids"][i]),
+                                  np.asarray(batch["pixel_values"][i])) for i in rows]  # fmt: skip
+        return self.teacher.generate(samples)
+
+    def _generate(self, batch: dict, rows: list[int]) -> list[str | Exception]:
         try:
-            return list(self.teacher.generate(samples))
-        except Exception:
-            if len(samples) == 1:
-                raise
+            return list(self._generate_batch(batch, rows))
+        except Exception as error:
+            if len(rows) == 1:
+                return [error]
         results: list[str | Exception] = []
-        for sample in samples:  # isolate the sample that breaks generation
+        for row in rows:  # isolate the sample that breaks generation
             try:
-                results.append(self.teacher.generate([sample])[0])
+                results.append(self._generate_batch(batch, [row])[0])
             except Exception as error:
                 results.append(error)
         return results
@@ -86,9 +110,7 @@ class Caption:
         for i in range(n):
             if batch["error"][i]:
                 reasons[i] = "bad_image"
-        samples = [PreparedSample(np.asarray(batch["input_ids"][i]),
-                                  np.asarray(batch["pixel_values"][i])) for i in good]  # fmt: skip
-        outputs = self._generate(samples) if samples else []
+        outputs = self._generate(batch, good) if good else []
         for i, output in zip(good, outputs):
             if isinstance(output, Exception):
                 reasons[i] = "generation_error"

@@ -155,9 +155,18 @@ class TransformersTeacher:
         return self.tokenizer.batch_decode(out[:, longest:], skip_special_tokens=True)
 
 
-def build_teacher(path: str, options: TeacherOptions, device: str | None = None):
-    """The backend the options ask for; vLLM only where it is installed."""
-    if options.backend == "vllm":
+def resolve_backend(options: TeacherOptions, gpus_per_actor: float) -> str:
+    """`auto` -> vllm where vLLM is importable and the teacher actors get GPUs."""
+    if options.backend != "auto":
+        return options.backend
+    import importlib.util
+
+    return "vllm" if gpus_per_actor > 0 and importlib.util.find_spec("vllm") else "transformers"
+
+
+def build_teacher(path: str, options: TeacherOptions, backend: str, device: str | None = None):
+    """The teacher of a resolved backend (see `resolve_backend`)."""
+    if backend == "vllm":
         from recaption.vllm_teacher import VllmTeacher
 
         return VllmTeacher(path, options)

@@ -47,3 +47,13 @@ def test_batched_generation_returns_one_caption_per_image(teacher_dir, teacher_o
 def test_non_images_fail_to_decode():
     with pytest.raises(OSError):
         decode_image(b"<html>nope</html>")
+
+
+def test_backend_resolution():
+    from recaption.options import TeacherOptions
+    from recaption.teacher import resolve_backend
+
+    assert resolve_backend(TeacherOptions(), gpus_per_actor=0) == "transformers"
+    assert resolve_backend(TeacherOptions(backend="vllm"), gpus_per_actor=0) == "vllm"
+    # vLLM is not installed here: auto keeps transformers even with GPUs asked for.
+    assert resolve_backend(TeacherOptions(), gpus_per_actor=1) == "transformers"
