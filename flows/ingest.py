@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flows.config import RunConfig
 from pipelines.download_report import summary_table
+from pipelines.filter import summary_table as filter_summary_table
 from pipelines.ingest import ingest_source, validate_sources
 from pipelines.ray_runtime import ensure_ray
 from pipelines.synthetic.catalog import write_source_files
@@ -40,7 +41,7 @@ def run_ingest(config: RunConfig) -> list[dict]:
             print(f"\n## source {source.name}\n")
             print(f"dropped on metadata before download: {report['metadata_dropped']}")
             print(summary_table(report["downloaded"]))
-            print(f"repairs: {report['repairs']}")
-            print(f"filtered: {report['filtered']}")
+            print(f"repairs: {report['repairs']}\n")
+            print(filter_summary_table(report["filtered"]))
             reports.append(report)
     return reports

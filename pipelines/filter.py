@@ -147,3 +147,14 @@ def summarize(keep_lists: Iterable[pa.Table], ignore: Sequence[str] = ()) -> dic
             else:
                 counts[reason] = counts.get(reason, 0) + 1
     return counts
+
+
+def summary_table(counts: dict[str, int]) -> str:
+    """Markdown table of filter counts: total, kept, and each drop reason."""
+    total = counts.get("total", 0)
+    share = (lambda n: f"{n / total:.1%}") if total else (lambda n: "-")
+    rows = ["| | samples | share |", "| --- | ---: | ---: |", f"| total | {total} | |",
+            f"| kept | {counts.get('kept', 0)} | {share(counts.get('kept', 0))} |"]  # fmt: skip
+    drops = sorted((k, v) for k, v in counts.items() if k not in ("total", "kept"))
+    rows += [f"| dropped: {reason} | {n} | {share(n)} |" for reason, n in drops]
+    return "\n".join(rows)

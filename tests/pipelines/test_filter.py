@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipelines.filter import FilterOptions, filter_table, mark_duplicates, summarize
+from pipelines.filter import (
+    FilterOptions,
+    filter_table,
+    mark_duplicates,
+    summarize,
+    summary_table,
+)
 
 
 def _shard(rows):
@@ -49,3 +55,5 @@ def test_duplicates_across_shards_keep_the_first():
                        "download_not_an_image"]  # fmt: skip
     assert summarize(lists) == {"total": 6, "kept": 2, "duplicate_image": 2, "duplicate_url": 1,
                                 "download_not_an_image": 1}  # fmt: skip
+    table = summary_table(summarize(lists))
+    assert "| kept | 2 | 33.3% |" in table and "| dropped: duplicate_image | 2 | 33.3% |" in table
