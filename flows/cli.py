@@ -31,10 +31,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="evip",
         description="Turn a pretrained LLM into a monolithic multimodal LLM (Mono-InternVL) and "
         "run its Endogenous Visual Pre-training campaign.",
+        epilog="Every setting, its default and its meaning: evip config --keys",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("config", help="validate a run config and print it, defaults filled")
     _add_config_args(show)
+    show.add_argument("--keys", action="store_true",
+                      help="list every setting, its default and meaning, then exit")  # fmt: skip
     ingest = commands.add_parser(
         "ingest", help="download (img2dataset on Ray), repair and filter every source"
     )
@@ -69,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "convert":
             return _convert(args.direction, args.source, args.target)
+        if args.command == "config" and args.keys:
+            from flows.config import describe_fields
+
+            print("\n".join(describe_fields()))
+            return 0
         config = load_run_config(args.config, args.overrides)
         _run(args.command, config)
     except (ConfigError, SourceError, FileNotFoundError) as error:

@@ -34,7 +34,7 @@ class RunConfig(FrozenOptions):
     """One EViP campaign: where it writes, and the options of every step."""
 
     run_root: str = "./runs/demo"
-    """Root of everything the run writes: a local path or an fsspec URL (s3://, gs://)."""
+    """Root of everything the run writes (a local or mounted path; object-store URLs not yet)."""
     ray: RayOptions = RayOptions()
     """Where the Ray jobs run: a local Ray, or a cluster address."""
     synthetic_web: SyntheticWebRun | None = None
@@ -109,3 +109,20 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] = ()) -
 def dump_run_config(config: RunConfig) -> str:
     """The config as YAML, every default filled in: what a run actually used."""
     return OmegaConf.to_yaml(OmegaConf.create(config.model_dump(mode="json")))
+
+
+def describe_fields(model: type[FrozenOptions] = RunConfig, prefix: str = "") -> list[str]:
+    """One line per setting, `path = default  # doc`: the field docstrings as help text."""
+    lines = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        annotation = field.annotation
+        nested = next((a for a in getattr(annotation, "__args__", (annotation,))
+                       if isinstance(a, type) and issubclass(a, FrozenOptions)), None)  # fmt: skip
+        if nested is not None and not str(annotation).startswith("list"):
+            lines.append(f"{path}:  # {field.description or ''}".rstrip())
+            lines += describe_fields(nested, prefix=f"{path}.")
+            continue
+        default = field.get_default(call_default_factory=True)
+        lines.append(f"{path} = {default!r}  # {field.description or ''}".rstrip())
+    return lines

@@ -63,3 +63,11 @@ def test_malformed_source_fails_before_any_work(tmp_path, capsys):
     assert main(["ingest", "--config", str(config)]) == 2
     assert "bad.parquet is not a parquet file" in capsys.readouterr().err
     assert not (tmp_path / "run" / "raw").exists()
+
+
+def test_config_keys_lists_every_setting_with_its_meaning(capsys):
+    assert main(["config", "--keys"]) == 0
+    out = capsys.readouterr().out
+    assert "model.vision.tile_size = 448  # Side of one square tile in pixels" in out
+    assert "download.max_in_flight = 4  # Shard tasks running at once." in out
+    assert "teacher.generation.max_new_tokens = 48" in out
