@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -115,6 +116,7 @@ def download_input(input_path: Path, output_folder: Path, options: DownloadOptio
         _download_shard, tasks, shared=downloader, max_in_flight=options.max_in_flight,
         retries=options.shard_retries, num_cpus=options.cpus_per_task, ok=bool, desc=desc,
     )  # fmt: skip
+    shutil.rmtree(tmp, ignore_errors=True)  # the Reader's input slices; rebuilt on a rerun
     return {"shards": len(results), "skipped": len(finished)}
 
 

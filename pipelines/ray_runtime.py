@@ -36,6 +36,7 @@ def ensure_ray(options: RayOptions | None = None):
         ray.init(address=options.address, runtime_env=runtime_env, log_to_driver=False)
     else:
         memory = int(options.object_store_gib * 2**30) if options.object_store_gib else None
-        ray.init(num_cpus=options.num_cpus, object_store_memory=memory, runtime_env=runtime_env,
-                 include_dashboard=False, log_to_driver=False)  # fmt: skip
+        # address="local": a new Ray of our own, never one another process left running.
+        ray.init(address="local", num_cpus=options.num_cpus, object_store_memory=memory,
+                 runtime_env=runtime_env, include_dashboard=False, log_to_driver=False)  # fmt: skip
     return ray

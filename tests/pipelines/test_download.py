@@ -54,6 +54,7 @@ def test_download_counts_every_failure_repairs_transient_ones_and_resumes(ray_lo
         assert download_table(table, raw, options) == {"shards": 0, "skipped": 5}
 
     assert done_shards(raw) == {0, 1, 2, 3, 4}
+    assert not (raw / "_tmp").exists()  # img2dataset's input slices are cleaned up
     latest = latest_attempts(shard_metadata(raw))
     assert latest.num_rows == table.num_rows
     summary = download_summary(latest)
