@@ -7,6 +7,7 @@ before any work starts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from flows.config import ConfigError, dump_run_config, load_run_config
@@ -48,9 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(recaption)
     run = commands.add_parser(
         "run",
-        help="run the campaign (today: ingest, recaption, then build the model and checkpoint)",
+        help="run the campaign as a Prefect flow: ingest, recaption, then the model",
     )
     _add_config_args(run)
+    serve = commands.add_parser(
+        "serve", help="register the campaign flow with Prefect and run what the UI triggers"
+    )
+    _add_config_args(serve)
     info = commands.add_parser(
         "model-info", help="parameter groups and active parameters per token"
     )
@@ -66,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one command; bad input (config, source files, checkpoints) exits 2 with a message."""
+    # No network here or on many clusters: Prefect's telemetry would only log errors.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pipelines.sources import SourceError
 
     args = _parser().parse_args(argv)
@@ -101,16 +108,18 @@ def _run(command: str, config) -> None:
         from flows.recaption import run_recaption
 
         run_recaption(config)
-    elif command in ("ingest", "run"):
+    elif command == "ingest":
         from flows.ingest import run_ingest
 
         run_ingest(config)
-        if command == "run":
-            from flows.model_demo import run_model_demo
-            from flows.recaption import run_recaption
+    elif command == "run":
+        from flows.campaign import campaign
 
-            run_recaption(config)
-            run_model_demo(config)
+        campaign(config)
+    elif command == "serve":
+        from flows.campaign import campaign
+
+        campaign.serve(name="evip", parameters={"config": config.model_dump(mode="json")})
 
 
 def _convert(direction: str, source: str, target: str) -> int:

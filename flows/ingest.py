@@ -30,18 +30,29 @@ def served_synthetic_web(config: RunConfig):
         yield web
 
 
+def ingest_markdown(report: dict) -> str:
+    """One source's ingest report: metadata drops, download outcome, repairs, filter outcome."""
+    return "\n".join([
+        f"## ingest {report['source']}", "",
+        f"dropped on metadata before download: {report['metadata_dropped']}", "",
+        summary_table(report["downloaded"]), "", f"repairs: {report['repairs']}", "",
+        filter_summary_table(report["filtered"]),
+    ])  # fmt: skip
+
+
+def ingest_one(config: RunConfig, source) -> dict:
+    """Downloads, repairs and filters one source of the run."""
+    ensure_ray(config.ray)
+    return ingest_source(source, config.download, config.filter, config.run_root)
+
+
 def run_ingest(config: RunConfig) -> list[dict]:
     """Validates every source, then downloads, repairs and filters each; prints a report."""
     reports = []
     with served_synthetic_web(config):
         validate_sources(config.sources)
-        ensure_ray(config.ray)
         for source in config.sources:
-            report = ingest_source(source, config.download, config.filter, config.run_root)
-            print(f"\n## source {source.name}\n")
-            print(f"dropped on metadata before download: {report['metadata_dropped']}")
-            print(summary_table(report["downloaded"]))
-            print(f"repairs: {report['repairs']}\n")
-            print(filter_summary_table(report["filtered"]))
+            report = ingest_one(config, source)
+            print("\n" + ingest_markdown(report))
             reports.append(report)
     return reports

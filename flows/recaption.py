@@ -25,18 +25,31 @@ def captions_folder(config: RunConfig, source_name: str) -> Path:
     return Path(config.run_root) / "captions" / config.teacher.name / source_name
 
 
-def run_recaption(config: RunConfig) -> list[dict]:
-    """Recaptions each source's kept samples; shards already captioned are skipped."""
-    ensure_ray(config.ray)
-    path = teacher_path(config)
-    job = RecaptionJob(path, config.teacher, config.cleaning, config.recaption)
+def recaption_sources(config: RunConfig):
+    """The sources the run recaptions (all of them unless `recaption.sources` names some)."""
     wanted = set(config.recaption.sources) or {s.name for s in config.sources}
+    return [s for s in config.sources if s.name in wanted]
+
+
+def recaption_one(config: RunConfig, source) -> dict:
+    """Recaptions one source's kept samples; shards already captioned are skipped."""
+    ensure_ray(config.ray)
+    job = RecaptionJob(teacher_path(config), config.teacher, config.cleaning, config.recaption)
+    root = config.run_root
+    report = job.run(raw_folder(root, source), filtered_folder(root, source),
+                     captions_folder(config, source.name))  # fmt: skip
+    return {"source": source.name, **report}
+
+
+def recaption_markdown(report: dict, teacher: str) -> str:
+    return f"## recaption {report['source']} with {teacher}\n\n" + report_table(report)
+
+
+def run_recaption(config: RunConfig) -> list[dict]:
+    """Recaptions every source of the run; prints a report per source."""
     reports = []
-    for source in (s for s in config.sources if s.name in wanted):
-        root = config.run_root
-        report = job.run(raw_folder(root, source), filtered_folder(root, source),
-                         captions_folder(config, source.name))  # fmt: skip
-        print(f"\n## recaption {source.name} with {config.teacher.name}\n")
-        print(report_table(report))
-        reports.append({"source": source.name, **report})
+    for source in recaption_sources(config):
+        report = recaption_one(config, source)
+        print("\n" + recaption_markdown(report, config.teacher.name))
+        reports.append(report)
     return reports

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("config", "ingest", "recaption", "run", "model-info", "convert"):
+    for command in ("config", "ingest", "recaption", "run", "serve", "model-info", "convert"):
         assert command in out
 
 
@@ -32,14 +33,19 @@ def test_bad_override_exits_2_with_the_field_path(capsys):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_as_a_user_runs_it(tmp_path):
+    """`evip run`: the campaign flow on Prefect's local (temporary) server."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
     result = subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", "--config", "configs/demo.yaml",
-         f"run_root={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+         f"run_root={tmp_path}", "synthetic_web.port=0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "reload exact: True" in result.stdout and "round trip exact: True" in result.stdout
-    assert "| visual_ffn |" in result.stdout
+    output = result.stdout + result.stderr  # Prefect logs the flow's prints to stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Flow run" in output and "Finished in state Completed()" in output
+    assert "reload exact: True" in output and "round trip exact: True" in output
+    assert "| visual_ffn |" in output and "## recaption synthetic" in output
     assert (tmp_path / "checkpoints/init/model.safetensors").exists()
     assert (tmp_path / "checkpoints/init-official/config.json").exists()
     assert (tmp_path / "run_config.yaml").exists()

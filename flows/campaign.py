@@ -1,0 +1,65 @@
+"""The campaign as a Prefect flow: one task per arrow of DESIGN.md, reports as artifacts.
+
+Trigger it from the Prefect UI (`evip serve` registers a deployment whose parameter form is the
+run config) or run it once (`evip run`, on Prefect's local server). The tasks call the same
+functions as the CLI; the Ray jobs inside them resume where a killed run stopped.
+"""
+
+# No `from __future__ import annotations` here: Prefect builds the parameter schema (the UI form)
+# from the flow's annotations at runtime, so they must be real classes, not strings.
+import re
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.config import RunConfig
+from flows.ingest import ingest_markdown, ingest_one, served_synthetic_web
+from flows.model_demo import run_model_demo
+from flows.recaption import recaption_markdown, recaption_one, recaption_sources
+from pipelines.ingest import validate_sources
+
+
+def _artifact_key(*parts: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+
+
+@task(name="ingest-source", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def ingest_task(config: RunConfig, source_name: str) -> dict:
+    """Download (img2dataset on Ray), repair and filter one source."""
+    source = next(s for s in config.sources if s.name == source_name)
+    report = ingest_one(config, source)
+    markdown = ingest_markdown(report)
+    print(markdown)
+    create_markdown_artifact(markdown, key=_artifact_key("ingest", source_name),
+                             description=f"ingest report of {source_name}")  # fmt: skip
+    return report
+
+
+@task(name="recaption-source", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def recaption_task(config: RunConfig, source_name: str) -> dict:
+    """Caption one source's kept images with the teacher (Ray Data)."""
+    source = next(s for s in config.sources if s.name == source_name)
+    report = recaption_one(config, source)
+    markdown = recaption_markdown(report, config.teacher.name)
+    print(markdown)
+    create_markdown_artifact(markdown, key=_artifact_key("recaption", source_name),
+                             description=f"recaption report of {source_name}")  # fmt: skip
+    return report
+
+
+@task(name="model", cache_policy=NO_CACHE)
+def model_task(config: RunConfig) -> dict:
+    """Build Mono-InternVL from the configured LLM, caption, save and reload checkpoints."""
+    return run_model_demo(config)
+
+
+@flow(name="evip-campaign", log_prints=True)
+def campaign(config: RunConfig = RunConfig()) -> dict:
+    """One EViP campaign run: ingest every source, recaption, then the model."""
+    with served_synthetic_web(config):
+        validate_sources(config.sources)
+        ingested = [ingest_task(config, s.name) for s in config.sources]
+    recaptioned = [recaption_task(config, s.name) for s in recaption_sources(config)]
+    model = model_task(config)
+    return {"ingest": ingested, "recaption": recaptioned, "model": model}
