@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 
 from flows.config import RunConfig
+from flows.report import ingest_figure
 from pipelines.download_report import summary_table
 from pipelines.filter import summary_table as filter_summary_table
 from pipelines.ingest import ingest_source, validate_sources
@@ -36,14 +37,17 @@ def ingest_markdown(report: dict) -> str:
         f"## ingest {report['source']}", "",
         f"dropped on metadata before download: {report['metadata_dropped']}", "",
         summary_table(report["downloaded"]), "", f"repairs: {report['repairs']}", "",
-        filter_summary_table(report["filtered"]),
+        filter_summary_table(report["filtered"]), "", f"figure: {report.get('figure', '-')}",
     ])  # fmt: skip
 
 
 def ingest_one(config: RunConfig, source) -> dict:
-    """Downloads, repairs and filters one source of the run."""
+    """Downloads, repairs and filters one source of the run; draws its report figure."""
     ensure_ray(config.ray)
-    return ingest_source(source, config.download, config.filter, config.run_root)
+    report = ingest_source(source, config.download, config.filter, config.run_root)
+    figure = Path(config.run_root) / "reports" / f"ingest-{source.name}.png"
+    report["figure"] = ingest_figure(report, figure)
+    return report
 
 
 def run_ingest(config: RunConfig) -> list[dict]:

@@ -23,3 +23,36 @@ def parameter_table(counts: ParameterCounts) -> str:
         f"| trainable | {_human(counts.trainable)} |",
     ]
     return "\n".join(rows)
+
+
+def ingest_figure(report: dict, path) -> str:
+    """Bar charts of one source's ingest: download outcome by reason, filter outcome by reason.
+
+    Written as a PNG next to the run's other reports; returns its path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    downloaded = report["downloaded"]
+    download = {"downloaded": downloaded["downloaded"], **downloaded["failures"]}
+    filtered = {k: v for k, v in report["filtered"].items() if k != "total"}
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, (title, counts) in zip(axes, [("download", download), ("filter", filtered)]):
+        names = sorted(counts, key=counts.get)
+        colours = ["tab:green" if n in ("downloaded", "kept") else "tab:red" for n in names]
+        axis.barh(names, [counts[n] for n in names], color=colours)
+        axis.set_title(f"{report['source']}: {title}")
+        axis.set_xlabel("samples")
+        for y, name in enumerate(names):
+            axis.annotate(str(counts[name]), (counts[name], y), xytext=(3, 0),
+                          textcoords="offset points", va="center")  # fmt: skip
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return str(path)

@@ -120,3 +120,4 @@ def test_served_campaign_runs_when_triggered_and_publishes_reports(prefect_serve
     ingest = next(a for a in artifacts if a["key"] == "ingest-synthetic")
     assert "| kept |" in ingest["data"]
     assert (tmp_path / "run" / "checkpoints" / "init" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "reports" / "ingest-synthetic.png").exists()
