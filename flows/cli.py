@@ -13,6 +13,13 @@ import sys
 from flows.config import ConfigError, dump_run_config, load_run_config
 
 DEFAULT_CONFIG = "configs/demo.yaml"
+CONFIG_COMMANDS = {
+    "ingest": "download (img2dataset on Ray), repair and filter every source",
+    "recaption": "caption every kept image with the teacher (Ray Data actors)",
+    "run": "run the campaign as a Prefect flow: ingest, recaption, then the model",
+    "serve": "register the campaign flow with Prefect and run what the UI triggers",
+    "model-info": "parameter groups and active parameters per token",
+}
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -39,27 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(show)
     show.add_argument("--keys", action="store_true",
                       help="list every setting, its default and meaning, then exit")  # fmt: skip
-    ingest = commands.add_parser(
-        "ingest", help="download (img2dataset on Ray), repair and filter every source"
-    )
-    _add_config_args(ingest)
-    recaption = commands.add_parser(
-        "recaption", help="caption every kept image with the teacher (Ray Data actors)"
-    )
-    _add_config_args(recaption)
-    run = commands.add_parser(
-        "run",
-        help="run the campaign as a Prefect flow: ingest, recaption, then the model",
-    )
-    _add_config_args(run)
-    serve = commands.add_parser(
-        "serve", help="register the campaign flow with Prefect and run what the UI triggers"
-    )
-    _add_config_args(serve)
-    info = commands.add_parser(
-        "model-info", help="parameter groups and active parameters per token"
-    )
-    _add_config_args(info)
+    for name, help_text in CONFIG_COMMANDS.items():
+        _add_config_args(commands.add_parser(name, help=help_text))
     convert = commands.add_parser(
         "convert", help="convert a checkpoint between evip's format and the official layout"
     )
