@@ -137,15 +137,15 @@ def download_table(table: pa.Table, output_folder: str | Path, options: Download
     return download_input(source, output_folder, options)
 
 
+def one_shard_metadata(output_folder: str | Path, shard: int) -> pa.Table:
+    """The rows img2dataset recorded for one shard, with a `shard` column."""
+    table = pq.read_table(Path(output_folder) / f"{shard:05d}.parquet")
+    return table.append_column("shard", pa.array([shard] * table.num_rows, pa.int32()))
+
+
 def shard_metadata(output_folder: str | Path) -> pa.Table:
-    """Every row img2dataset recorded (successes and failures), with its shard id, in order."""
-    tables = []
-    for path in sorted(Path(output_folder).glob("[0-9]*.parquet")):
-        shard = int(path.stem)
-        if shard not in done_shards(output_folder):
-            continue
-        table = pq.read_table(path)
-        tables.append(table.append_column("shard", pa.array([shard] * table.num_rows, pa.int32())))
+    """Every row img2dataset recorded (successes and failures) in finished shards, in order."""
+    tables = [one_shard_metadata(output_folder, s) for s in sorted(done_shards(output_folder))]
     return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.download import done_shards, latest_attempts
+from pipelines.download import done_shards, latest_attempts, one_shard_metadata
 from pipelines.filter import (
     KEEP_LIST_SCHEMA,
     FilterOptions,
@@ -68,12 +68,7 @@ def filter_source(raw_folder: str | Path, filtered_folder: str | Path, options: 
         _filter_shard, list(paths.values()), shared=options.build(),
         max_in_flight=max_in_flight, desc="filter shards",
     )  # fmt: skip
-    metadata = []
-    for shard, path in paths.items():
-        table = pq.read_table(path)
-        metadata.append(
-            table.append_column("shard", pa.array([shard] * table.num_rows, pa.int32()))
-        )
+    metadata = [one_shard_metadata(raw_folder, shard) for shard in shards]
     paired = _mark_superseded(list(zip(metadata, (keep_lists[p] for p in paths.values()))))
     final = mark_duplicates(paired, images=options.dedup_images, urls=options.dedup_urls)
     for shard, keep_list in zip(shards, final):
