@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from model.options import FrozenOptions
+from pipelines.atomic import write_json, write_parquet
 from pipelines.scheduler import run_bounded
 
 INPUT_NAME = "_input.parquet"
@@ -84,12 +84,6 @@ def done_shards(output_folder: str | Path) -> set[int]:
     return {int(p.name.split("_")[0]) for p in Path(output_folder).glob("[0-9]*_stats.json")}
 
 
-def _write_atomically(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
 def _download_shard(downloader, task) -> bool:
     ok, _ = downloader(task)
     return ok
@@ -133,7 +127,7 @@ def download_table(table: pa.Table, output_folder: str | Path, options: Download
     output_folder.mkdir(parents=True, exist_ok=True)
     source = output_folder / INPUT_NAME
     if not source.exists():
-        _write_atomically(table, source)
+        write_parquet(table, source)
     return download_input(source, output_folder, options)
 
 
@@ -183,14 +177,12 @@ def repair(output_folder: str | Path, options: DownloadOptions, is_retryable) ->
         if not retry:
             return {"round": round_number, "retried": 0, "recovered": 0}
         source = pq.read_table(output_folder / INPUT_NAME)
-        _write_atomically(source.filter(pc.is_in(source["sample_id"], pa.array(retry))), input_path)
+        write_parquet(source.filter(pc.is_in(source["sample_id"], pa.array(retry))), input_path)
         start = max(done_shards(output_folder)) + 1
         count = math.ceil(len(retry) / options.samples_per_shard)
         plan = {"round": round_number, "start": start, "shards": list(range(start, start + count)),
                 "retried": len(retry)}  # fmt: skip
-        path = output_folder / f"_repair-{round_number:03d}.json"
-        path.with_suffix(".tmp").write_text(json.dumps(plan))
-        os.replace(path.with_suffix(".tmp"), path)
+        write_json(plan, output_folder / f"_repair-{round_number:03d}.json")
     download_input(input_path, output_folder, options, start_shard=plan["start"],
                    desc=f"repair {round_number} shards")  # fmt: skip
     repaired = shard_metadata(output_folder)

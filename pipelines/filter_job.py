@@ -9,12 +9,12 @@ shards it covered and is skipped when they have not changed.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.atomic import write_json, write_parquet
 from pipelines.download import done_shards, latest_attempts, one_shard_metadata
 from pipelines.filter import (
     KEEP_LIST_SCHEMA,
@@ -72,11 +72,8 @@ def filter_source(raw_folder: str | Path, filtered_folder: str | Path, options: 
     paired = _mark_superseded(list(zip(metadata, (keep_lists[p] for p in paths.values()))))
     final = mark_duplicates(paired, images=options.dedup_images, urls=options.dedup_urls)
     for shard, keep_list in zip(shards, final):
-        target = filtered_folder / f"{shard:05d}.parquet"
-        pq.write_table(keep_list, str(target) + ".tmp")
-        os.replace(str(target) + ".tmp", target)
+        write_parquet(keep_list, filtered_folder / f"{shard:05d}.parquet")
     summary = summarize(final, ignore=(SUPERSEDED,))
     manifest = {"shards": shards, "options": options.model_dump(), "summary": summary}
-    manifest_path.with_suffix(".tmp").write_text(json.dumps(manifest, indent=2))
-    os.replace(manifest_path.with_suffix(".tmp"), manifest_path)
+    write_json(manifest, manifest_path)
     return summary

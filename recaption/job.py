@@ -9,16 +9,15 @@ are keyed by sample, so a retried Ray task can never add a second caption.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from pipelines.atomic import write_parquet
 from pipelines.records import kept_keys
 from recaption.options import CleaningOptions, RecaptionJobOptions, TeacherOptions
 from recaption.stages import OUTPUT_COLUMNS, Caption, Preprocess, read_shard
@@ -60,10 +59,7 @@ def write_captions(rows: list[dict], path: str, settings: dict) -> None:
     """Writes one shard's captions atomically (temporary name, then rename)."""
     rows = sorted(rows, key=lambda r: r["key"])
     table = pa.Table.from_pylist(rows, schema=CAPTION_SCHEMA)
-    table = table.replace_schema_metadata({"evip.recaption": json.dumps(settings)})
-    tmp = path + ".tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_parquet(table.replace_schema_metadata({"evip.recaption": json.dumps(settings)}), path)
 
 
 class RecaptionJob:
