@@ -20,31 +20,30 @@ from flows.recaption import recaption_markdown, recaption_one, recaption_sources
 from pipelines.ingest import validate_sources
 
 
-def _artifact_key(*parts: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+def _source(config: RunConfig, name: str):
+    return next(s for s in config.sources if s.name == name)
+
+
+def _publish(markdown: str, step: str, source_name: str) -> None:
+    """Logs a step's report and keeps it as a Prefect artifact (`<step>-<source>`)."""
+    print(markdown)
+    key = re.sub(r"[^a-z0-9-]+", "-", f"{step}-{source_name}".lower()).strip("-")
+    create_markdown_artifact(markdown, key=key, description=f"{step} report of {source_name}")
 
 
 @task(name="ingest-source", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def ingest_task(config: RunConfig, source_name: str) -> dict:
     """Download (img2dataset on Ray), repair and filter one source."""
-    source = next(s for s in config.sources if s.name == source_name)
-    report = ingest_one(config, source)
-    markdown = ingest_markdown(report)
-    print(markdown)
-    create_markdown_artifact(markdown, key=_artifact_key("ingest", source_name),
-                             description=f"ingest report of {source_name}")  # fmt: skip
+    report = ingest_one(config, _source(config, source_name))
+    _publish(ingest_markdown(report), "ingest", source_name)
     return report
 
 
 @task(name="recaption-source", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def recaption_task(config: RunConfig, source_name: str) -> dict:
     """Caption one source's kept images with the teacher (Ray Data)."""
-    source = next(s for s in config.sources if s.name == source_name)
-    report = recaption_one(config, source)
-    markdown = recaption_markdown(report, config.teacher.name)
-    print(markdown)
-    create_markdown_artifact(markdown, key=_artifact_key("recaption", source_name),
-                             description=f"recaption report of {source_name}")  # fmt: skip
+    report = recaption_one(config, _source(config, source_name))
+    _publish(recaption_markdown(report, config.teacher.name), "recaption", source_name)
     return report
 
 
