@@ -21,6 +21,7 @@ from transformers import (
     InternVLProcessor,
 )
 
+from model.chat import build_chat_prompt
 from recaption.options import TeacherOptions
 
 
@@ -83,9 +84,10 @@ class TeacherInputs:
         ]
         if getattr(self.processor, "chat_template", None):
             return self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        # No template shipped: InternVL's own InternLM2 chat format.
-        return (f"<|im_start|>user\n{self.processor.image_token}\n{prompt}<|im_end|>\n"
-                "<|im_start|>assistant\n")  # fmt: skip
+        # No template shipped: InternVL's own InternLM2 chat format (the processor expands the
+        # image token into the image's span).
+        content = f"{self.processor.image_token}\n{prompt}"
+        return build_chat_prompt([{"role": "user", "content": content}])
 
     def prepare(self, image: Image.Image, prompt: str) -> PreparedSample:
         features = self.processor(

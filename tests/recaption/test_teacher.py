@@ -57,3 +57,11 @@ def test_backend_resolution():
     assert resolve_backend(TeacherOptions(backend="vllm"), gpus_per_actor=0) == "vllm"
     # vLLM is not installed here: auto keeps transformers even with GPUs asked for.
     assert resolve_backend(TeacherOptions(), gpus_per_actor=1) == "transformers"
+
+
+def test_prompt_without_a_shipped_template_is_internlm2_format(teacher_dir, teacher_options):
+    inputs = TeacherInputs(str(teacher_dir), teacher_options)
+    templated = inputs.prompt_text("Describe.")
+    inputs.processor.chat_template = None
+    assert inputs.prompt_text("Describe.") == templated
+    assert templated.startswith("<|im_start|>user\n<IMG_CONTEXT>\nDescribe.<|im_end|>")
