@@ -19,6 +19,7 @@ CONFIG_COMMANDS = {
     "run": "run the campaign as a Prefect flow: ingest, recaption, then the model",
     "serve": "register the campaign flow with Prefect and run what the UI triggers",
     "model-info": "parameter groups and active parameters per token",
+    "status": "per step and source: units complete / total, settings match, last error",
 }
 
 
@@ -48,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="list every setting, its default and meaning, then exit")  # fmt: skip
     for name, help_text in CONFIG_COMMANDS.items():
         _add_config_args(commands.add_parser(name, help=help_text))
+    trace = commands.add_parser(
+        "trace", help="one sample's lineage: source row, downloads, filter verdict, captions")
+    trace.add_argument("sample", help="a sample id (16 hex digits) or an image URL")
+    _add_config_args(trace)
     convert = commands.add_parser(
         "convert", help="convert a checkpoint between evip's format and the official layout"
     )
@@ -73,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(describe_fields()))
             return 0
         config = load_run_config(args.config, args.overrides)
+        if args.command == "trace":
+            return _trace(config, args.sample)
         _run(args.command, config)
     except (ConfigError, SourceError, FileNotFoundError) as error:
         print(f"evip: {error}", file=sys.stderr)
@@ -84,22 +91,21 @@ def _run(command: str, config) -> None:
     if command == "config":
         print(dump_run_config(config), end="")
     elif command == "model-info":
-        from pathlib import Path
-
+        from flows.model_demo import llm_path
         from flows.report import parameter_table
         from model.build import build_model
         from model.param_groups import count_parameters
 
-        model, _, _ = build_model(config.model, Path(config.run_root) / "llm")
+        model, _, _ = build_model(config.model, llm_path(config))
         print(parameter_table(count_parameters(model)))
-    elif command == "recaption":
-        from flows.recaption import run_recaption
+    elif command in ("ingest", "recaption"):
+        from flows.steps import run_steps, runnable
 
-        run_recaption(config)
-    elif command == "ingest":
-        from flows.ingest import run_ingest
+        run_steps(config, runnable(command))
+    elif command == "status":
+        from flows.status import run_status, status_table
 
-        run_ingest(config)
+        print(status_table(run_status(config)))
     elif command == "run":
         from flows.campaign import campaign
 
@@ -108,6 +114,16 @@ def _run(command: str, config) -> None:
         from flows.campaign import campaign
 
         campaign.serve(name="evip", parameters={"config": config.model_dump(mode="json")})
+
+
+def _trace(config, sample: str) -> int:
+    from pipelines.layout import RunLayout
+    from pipelines.trace import format_trace, trace_sample
+
+    sources = [s.name for s in config.sources]
+    trace = trace_sample(RunLayout(config.run_root), sources, config.teacher.name, sample)
+    print(format_trace(trace))
+    return 0 if trace["sources"] else 1
 
 
 def _convert(direction: str, source: str, target: str) -> int:

@@ -1,15 +1,17 @@
-"""The ingest part of a run: serve the synthetic web when configured, then ingest every source."""
+"""The ingest part of a run: serve the synthetic web when configured, download every source, then
+filter and deduplicate them together."""
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 from flows.config import RunConfig
 from flows.report import ingest_figure
+from pipelines import storage
 from pipelines.download_report import summary_table
 from pipelines.filter import summary_table as filter_summary_table
-from pipelines.ingest import ingest_source, validate_sources
+from pipelines.ingest import download_source, filter_downloaded, validate_sources
+from pipelines.layout import RunLayout
 from pipelines.ray_runtime import ensure_ray
 from pipelines.synthetic.catalog import write_source_files
 from pipelines.synthetic.server import SyntheticWeb
@@ -25,8 +27,8 @@ def served_synthetic_web(config: RunConfig):
     web = SyntheticWeb(seed=web_options.seed, slow_seconds=web_options.slow_seconds,
                        port=web_options.port)  # fmt: skip
     with web:
-        folder = Path(config.run_root) / "sources" / web_options.source_name
-        if not any(folder.glob("*.parquet")):
+        folder = RunLayout(config.run_root).source_files(web_options.source_name)
+        if not storage.glob(storage.join(folder, "*.parquet")):
             write_source_files(web, web_options, folder)
         yield web
 
@@ -41,22 +43,32 @@ def ingest_markdown(report: dict) -> str:
     ])  # fmt: skip
 
 
-def ingest_one(config: RunConfig, source) -> dict:
-    """Downloads, repairs and filters one source of the run; draws its report figure."""
+def download_one(config: RunConfig, source) -> dict:
+    """Plans, downloads and repairs one source of the run."""
     ensure_ray(config.ray)
-    report = ingest_source(source, config.download, config.filter, config.run_root)
-    figure = Path(config.run_root) / "reports" / f"ingest-{source.name}.png"
-    report["figure"] = ingest_figure(report, figure)
-    return report
+    return download_source(source, config.download, RunLayout(config.run_root))
+
+
+def filter_all(config: RunConfig, downloads: list[dict]) -> list[dict]:
+    """Filters every downloaded source together (dedup across them); one report per source."""
+    ensure_ray(config.ray)
+    layout = RunLayout(config.run_root)
+    names = [d["source"] for d in downloads]
+    filtered = filter_downloaded(names, config.filter, layout)
+    reports = []
+    for download in downloads:
+        report = {**download, **filtered[download["source"]]}
+        report["figure"] = ingest_figure(report, layout.report(f"ingest-{report['source']}.png"))
+        reports.append(report)
+    return reports
 
 
 def run_ingest(config: RunConfig) -> list[dict]:
-    """Validates every source, then downloads, repairs and filters each; prints a report."""
-    reports = []
+    """Validates every source, downloads each, filters them together; prints a report each."""
     with served_synthetic_web(config):
         validate_sources(config.sources)
-        for source in config.sources:
-            report = ingest_one(config, source)
-            print("\n" + ingest_markdown(report))
-            reports.append(report)
+        downloads = [download_one(config, source) for source in config.sources]
+    reports = filter_all(config, downloads)
+    for report in reports:
+        print("\n" + ingest_markdown(report))
     return reports

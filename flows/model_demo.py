@@ -18,6 +18,20 @@ from model.inference import caption_images
 from model.modeling import MonoInternVLForCausalLM
 from model.official import load_official, save_official
 from model.param_groups import count_parameters
+from model.tiny import save_tiny_llm
+from pipelines import storage
+from pipelines.layout import RunLayout
+from pipelines.model_folders import model_folder
+
+
+def llm_path(config: RunConfig) -> Path:
+    """`model.llm_path`, or a tiny random LLM written once under the run root (the demo)."""
+    if config.model.llm_path is not None:
+        return Path(config.model.llm_path)
+    layout, tiny = RunLayout(config.run_root), config.model.tiny_llm
+    name, settings = f"tiny-{tiny.family}-{tiny.seed}", {"tiny_llm": tiny.model_dump()}
+    return model_folder(layout.llm(), name, settings, lambda local: save_tiny_llm(local, tiny),
+                        layout.local_cache("llm"))  # fmt: skip
 
 
 def demo_images() -> list[Image.Image]:
@@ -31,10 +45,10 @@ def demo_images() -> list[Image.Image]:
 
 def run_model_demo(config: RunConfig, max_visual_tokens: int = 1280) -> dict:
     """Builds, captions two images, saves HF and official checkpoints and checks both reload."""
-    root = Path(config.run_root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "run_config.yaml").write_text(dump_run_config(config))
-    model, tokenizer, processor = build_model(config.model, root / "llm")
+    layout = RunLayout(config.run_root)
+    storage.write_bytes(dump_run_config(config).encode(), layout.run_config())
+    torch.manual_seed(0)  # same settings, same initial weights: a rerun finds its checkpoint equal
+    model, tokenizer, processor = build_model(config.model, llm_path(config))
     print(parameter_table(count_parameters(model)))
     images = demo_images()
     captions = caption_images(
@@ -46,18 +60,24 @@ def run_model_demo(config: RunConfig, max_visual_tokens: int = 1280) -> dict:
             f"{image.size[0]}x{image.size[1]} -> {plan.columns}x{plan.rows} grid, "
             f"{plan.num_tiles} tiles, {plan.num_tokens} visual tokens: {caption!r}"
         )
-    hf_dir, official_dir = root / "checkpoints" / "init", root / "checkpoints" / "init-official"
-    model.save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    processor.save_pretrained(hf_dir)
+    settings = {"model": config.model.model_dump(mode="json"), "stage": "init"}
+
+    def save_hf(local: Path) -> None:
+        model.save_pretrained(local)
+        tokenizer.save_pretrained(local)
+        processor.save_pretrained(local)
+
+    cache = layout.local_cache("checkpoints")
+    hf_dir = model_folder(layout.checkpoints(), "init", settings, save_hf, cache)
     reloaded = MonoInternVLForCausalLM.from_pretrained(hf_dir)
     same_hf = all(
         torch.equal(a, b)
         for a, b in zip(model.state_dict().values(), reloaded.state_dict().values())
     )
-    same_official = True
+    same_official, official_dir = True, "-"
     if not config.model.experts.visual_attention_experts:
-        save_official(model, official_dir)
+        official_dir = model_folder(layout.checkpoints(), "init-official", settings,
+                                    lambda local: save_official(model, local), cache)  # fmt: skip
         official = load_official(official_dir).state_dict()
         same_official = all(torch.equal(v, official[k]) for k, v in model.state_dict().items())
     print(
@@ -66,4 +86,4 @@ def run_model_demo(config: RunConfig, max_visual_tokens: int = 1280) -> dict:
     )
     if not (same_hf and same_official):
         raise RuntimeError("a checkpoint did not reload exactly")
-    return {"captions": captions, "checkpoint": str(hf_dir)}
+    return {"captions": captions, "checkpoint": storage.join(layout.checkpoints(), "init")}

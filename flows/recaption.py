@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flows.config import RunConfig
-from pipelines.ingest import filtered_folder, raw_folder
+from pipelines import storage
+from pipelines.layout import RunLayout
+from pipelines.model_folders import model_folder
 from pipelines.ray_runtime import ensure_ray
 from recaption.job import RecaptionJob, report_table
 from recaption.tiny_teacher import save_tiny_teacher
@@ -14,15 +14,15 @@ from recaption.tiny_teacher import save_tiny_teacher
 def teacher_path(config: RunConfig) -> str:
     """The configured checkpoint, or a tiny random InternVL written once under the run root."""
     if config.teacher.path is not None:
+        if not storage.exists(storage.join(config.teacher.path, "config.json")):
+            raise FileNotFoundError(f"teacher.path: no checkpoint at {config.teacher.path}")
         return config.teacher.path
-    path = Path(config.run_root) / "teacher" / "tiny-internvl"
-    if not (path / "config.json").exists():
-        save_tiny_teacher(path, max_tiles=config.teacher.max_tiles)
+    layout = RunLayout(config.run_root)
+    settings = {"tiny_internvl": {"max_tiles": config.teacher.max_tiles, "seed": 0}}
+    path = model_folder(layout.teacher(), "tiny-internvl", settings,
+                        lambda local: save_tiny_teacher(local, max_tiles=config.teacher.max_tiles),
+                        layout.local_cache("teacher"))  # fmt: skip
     return str(path)
-
-
-def captions_folder(config: RunConfig, source_name: str) -> Path:
-    return Path(config.run_root) / "captions" / config.teacher.name / source_name
 
 
 def recaption_sources(config: RunConfig):
@@ -35,9 +35,9 @@ def recaption_one(config: RunConfig, source) -> dict:
     """Recaptions one source's kept samples; shards already captioned are skipped."""
     ensure_ray(config.ray)
     job = RecaptionJob(teacher_path(config), config.teacher, config.cleaning, config.recaption)
-    root = config.run_root
-    report = job.run(raw_folder(root, source), filtered_folder(root, source),
-                     captions_folder(config, source.name))  # fmt: skip
+    layout = RunLayout(config.run_root)
+    report = job.run(layout.raw(source.name), layout.filtered(source.name),
+                     layout.captions(config.teacher.name, source.name))  # fmt: skip
     return {"source": source.name, **report}
 
 

@@ -25,17 +25,19 @@ def parameter_table(counts: ParameterCounts) -> str:
     return "\n".join(rows)
 
 
-def ingest_figure(report: dict, path) -> str:
+def ingest_figure(report: dict, url: str) -> str:
     """Bar charts of one source's ingest: download outcome by reason, filter outcome by reason.
 
-    Written as a PNG next to the run's other reports; returns its path.
+    Written as a PNG next to the run's other reports (local path or fsspec URL); returns it.
     """
     import matplotlib
 
     matplotlib.use("Agg")
-    from pathlib import Path
+    import io
 
     import matplotlib.pyplot as plt
+
+    from pipelines import storage
 
     downloaded = report["downloaded"]
     download = {"downloaded": downloaded["downloaded"], **downloaded["failures"]}
@@ -51,8 +53,8 @@ def ingest_figure(report: dict, path) -> str:
             axis.annotate(str(counts[name]), (counts[name], y), xytext=(3, 0),
                           textcoords="offset points", va="center")  # fmt: skip
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
-    return str(path)
+    storage.write_bytes(buffer.getvalue(), url)
+    return str(url)

@@ -1,26 +1,28 @@
 """The Mono-InternVL model: config, visual tokenizer, MMoE decoder, conversion, parameter groups.
 
-Single-device PyTorch; parallelism (DeepSpeed, Ray Train) is applied from outside.
+Single-device PyTorch; parallelism (DeepSpeed, Ray Train) is applied from outside. Names load on
+first use, so a data worker that only needs `model.options` never imports torch or transformers;
+`model.modeling` registers the classes with transformers' Auto classes when it loads.
 """
 
-from transformers import AutoConfig, AutoModelForCausalLM
+from importlib import import_module
 
-from model.configuration import MonoInternVLConfig
-from model.modeling import MonoInternVLForCausalLM, MonoInternVLModel
-from model.options import ExpertOptions, ModelOptions, TinyLLMOptions, VisionOptions
-from model.preprocessing import MonoInternVLImageProcessor, plan_tiles
+_WHERE = {
+    "ExpertOptions": "model.options",
+    "ModelOptions": "model.options",
+    "TinyLLMOptions": "model.options",
+    "VisionOptions": "model.options",
+    "MonoInternVLConfig": "model.configuration",
+    "MonoInternVLForCausalLM": "model.modeling",
+    "MonoInternVLModel": "model.modeling",
+    "MonoInternVLImageProcessor": "model.preprocessing",
+    "plan_tiles": "model.preprocessing",
+}
 
-AutoConfig.register(MonoInternVLConfig.model_type, MonoInternVLConfig, exist_ok=True)
-AutoModelForCausalLM.register(MonoInternVLConfig, MonoInternVLForCausalLM, exist_ok=True)
+__all__ = sorted(_WHERE)
 
-__all__ = [
-    "ExpertOptions",
-    "ModelOptions",
-    "MonoInternVLConfig",
-    "MonoInternVLForCausalLM",
-    "MonoInternVLImageProcessor",
-    "MonoInternVLModel",
-    "TinyLLMOptions",
-    "VisionOptions",
-    "plan_tiles",
-]
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'model' has no attribute {name!r}")
+    return getattr(import_module(_WHERE[name]), name)

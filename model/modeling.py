@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    DynamicCache,
+    GenerationMixin,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -261,3 +267,7 @@ class MonoInternVLForCausalLM(MonoInternVLPreTrainedModel, GenerationMixin):
                 logits=logits_BSV, labels=labels, vocab_size=self.config.vocab_size, **kwargs
             )
         return CausalLMOutputWithPast(loss=loss, logits=logits_BSV, cache=out.cache)
+
+
+AutoConfig.register(MonoInternVLConfig.model_type, MonoInternVLConfig, exist_ok=True)
+AutoModelForCausalLM.register(MonoInternVLConfig, MonoInternVLForCausalLM, exist_ok=True)

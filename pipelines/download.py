@@ -1,29 +1,27 @@
-"""img2dataset on Ray: one Ray task per input shard, a bounded window in flight, shard retries.
+"""img2dataset on Ray: one Ray task per shard, a bounded window in flight, shard retries.
 
-img2dataset does the downloading (its Reader shards the input, its Downloader fetches, resizes and
-writes `NNNNN.tar` / `NNNNN.parquet` / `NNNNN_stats.json`); this module only schedules its shards.
-Its own Ray distributor submits every shard at once and ignores `max_shard_retry`; here at most
-`max_in_flight` shards run at a time, a failed shard is retried, and a shard whose `_stats.json`
-exists is done (img2dataset writes it last), so a rerun after a crash redoes only the rest.
+img2dataset's Downloader fetches, resizes and writes `NNNNN.tar` / `NNNNN.parquet` /
+`NNNNN_stats.json`; this module only feeds and schedules its shards. Each task cuts its own input
+slice from a plan file (so no input passes through the driver), runs the Downloader, and writes
+the shard's completion record last. Its own Ray distributor submits every shard at once and
+ignores `max_shard_retry`; here at most `max_in_flight` shards run at a time, a failed shard is
+retried, and a rerun redoes only shards without a record made with the same settings.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-from pathlib import Path
+from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
 from model.options import FrozenOptions
-from pipelines.atomic import write_json, write_parquet
+from pipelines import storage
+from pipelines.completion import CompletionLog, Plan
+from pipelines.layout import RawFolder, shard_name
 from pipelines.scheduler import run_bounded
-
-INPUT_NAME = "_input.parquet"
 
 
 class DownloadOptions(FrozenOptions):
@@ -79,126 +77,148 @@ def _img2dataset_downloader(options: DownloadOptions, output_folder: str, column
     )  # fmt: skip
 
 
-def done_shards(output_folder: str | Path) -> set[int]:
-    """Shard ids whose `_stats.json` exists: img2dataset finished them."""
-    return {int(p.name.split("_")[0]) for p in Path(output_folder).glob("[0-9]*_stats.json")}
+
+# Options that change what a shard holds; the others (threads, in-flight, retries) only its speed.
+OUTPUT_SETTINGS = ("image_size", "resize_mode", "samples_per_shard", "min_image_size",
+                   "max_image_area", "disallowed_header_directives", "timeout")  # fmt: skip
 
 
-def _download_shard(downloader, task) -> bool:
-    ok, _ = downloader(task)
+def download_settings(options: DownloadOptions, plan: dict) -> dict:
+    """What a download shard's completion record keeps: output options and the plan it read."""
+    return {"download": {k: getattr(options, k) for k in OUTPUT_SETTINGS}, "plan": plan}
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One img2dataset shard: pieces (input parquet URL, first row, rows) read in order."""
+
+    shard: int
+    pieces: tuple[tuple[str, int, int], ...]
+
+
+def shard_tasks(inputs: list[tuple[str, int]], start: int, per_shard: int,
+                across_files: bool = False) -> list[ShardTask]:  # fmt: skip
+    """Cuts (input file, rows) pairs into shards of `per_shard` rows, numbered from `start`.
+
+    Like img2dataset's Reader, each file starts a new shard (its last shard may be short) unless
+    `across_files`, which fills shards from many small files (repair inputs). Only file names and
+    row counts are needed, never the rows.
+    """
+    tasks, pieces, room = [], [], per_shard
+    for url, rows in inputs:
+        offset = 0
+        while offset < rows:
+            take = min(room, rows - offset)
+            pieces.append((url, offset, take))
+            offset, room = offset + take, room - take
+            if room == 0 or (offset == rows and not across_files):
+                tasks.append(ShardTask(start + len(tasks), tuple(pieces)))
+                pieces, room = [], per_shard
+    if pieces:
+        tasks.append(ShardTask(start + len(tasks), tuple(pieces)))
+    return tasks
+
+
+def read_rows(url: str, offset: int, length: int) -> pa.Table:
+    """Rows [offset, offset + length) of a parquet file, reading only the row groups they are in."""
+    fs, path = storage.filesystem(url)
+    with fs.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        groups, first, start = [], None, 0
+        for index in range(parquet.num_row_groups):
+            rows = parquet.metadata.row_group(index).num_rows
+            if start + rows > offset and start < offset + length:
+                groups.append(index)
+                first = start if first is None else first
+            start += rows
+        table = parquet.read_row_groups(groups) if groups else parquet.schema_arrow.empty_table()
+    return table.slice(offset - (first or 0), length)
+
+
+def _download_shard(shared, task: ShardTask) -> bool:
+    downloader, raw_url, settings = shared
+    raw = RawFolder(raw_url)
+    table = pa.concat_tables([read_rows(*piece) for piece in task.pieces])
+    # img2dataset measures width/height itself and writes them under those names.
+    table = table.select(downloader.column_list)
+    feather = raw.shard_input(task.shard)
+    fs, path = storage.filesystem(feather)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "wb") as handle, pa.ipc.new_file(handle, table.schema) as writer:
+        writer.write_table(table)
+    ok, _ = downloader((task.shard, feather))  # img2dataset removes the input slice when done
+    if ok:
+        covered = {"pieces": [list(p) for p in task.pieces], "rows": table.num_rows}
+        CompletionLog(raw_url).write(shard_name(task.shard), settings, covered)
     return ok
 
 
-def download_input(input_path: Path, output_folder: Path, options: DownloadOptions,
-                   start_shard: int = 0, desc: str = "download shards") -> dict:  # fmt: skip
-    """Downloads one input parquet into shards numbered from `start_shard`, skipping done ones."""
-    from img2dataset.reader import Reader
-
-    # img2dataset measures width/height itself and writes them under those names.
+def column_list(input_url: str) -> list[str]:
+    """The columns img2dataset carries from an input file: its extras, then caption and url."""
     own = ("url", "caption", "width", "height")
-    extra = [c for c in pq.read_schema(input_path).names if c not in own]
-    finished = done_shards(output_folder)
-    tmp = output_folder / "_tmp"
-    tmp.mkdir(exist_ok=True)
-    reader = Reader(
-        str(input_path), "parquet", "url", "caption", None, None, extra,
-        options.samples_per_shard, finished, str(tmp), start_shard,
-    )  # fmt: skip
-    tasks = list(reader)
-    downloader = _img2dataset_downloader(options, str(output_folder), reader.column_list)
-    results = run_bounded(
-        _download_shard, tasks, shared=downloader, max_in_flight=options.max_in_flight,
-        retries=options.shard_retries, num_cpus=options.cpus_per_task, ok=bool, desc=desc,
-    )  # fmt: skip
-    shutil.rmtree(tmp, ignore_errors=True)  # the Reader's input slices; rebuilt on a rerun
-    return {"shards": len(results), "skipped": len(finished)}
+    fs, path = storage.filesystem(input_url)
+    with fs.open(path, "rb") as handle:
+        names = pq.read_schema(handle).names
+    return [c for c in names if c not in own] + ["caption", "url"]
 
 
-def download_table(table: pa.Table, output_folder: str | Path, options: DownloadOptions) -> dict:
-    """Downloads every row of a normalised source table (sample_id, url, caption, ...) once.
-
-    The table is saved as the folder's input on the first call; later calls (a rerun after a
-    crash) reuse that saved input, so shard numbering and contents never change.
-
-    Returns:
-        {"shards": shards run now, "skipped": shards already done}.
-    """
-    output_folder = Path(output_folder).absolute()
-    output_folder.mkdir(parents=True, exist_ok=True)
-    source = output_folder / INPUT_NAME
-    if not source.exists():
-        write_parquet(table, source)
-    return download_input(source, output_folder, options)
+def clear_shard(raw: RawFolder, shard: int) -> None:
+    """Removes a shard's record first, then its files (a stale or half-written shard)."""
+    CompletionLog(raw.url).clear(shard_name(shard))
+    for ext in ("tar", "parquet", "_stats.json"):
+        storage.remove(raw.shard(shard, ext))
 
 
-def one_shard_metadata(output_folder: str | Path, shard: int) -> pa.Table:
-    """The rows img2dataset recorded for one shard, with a `shard` column."""
-    table = pq.read_table(Path(output_folder) / f"{shard:05d}.parquet")
-    return table.append_column("shard", pa.array([shard] * table.num_rows, pa.int32()))
-
-
-def shard_metadata(output_folder: str | Path) -> pa.Table:
-    """Every row img2dataset recorded (successes and failures) in finished shards, in order."""
-    tables = [one_shard_metadata(output_folder, s) for s in sorted(done_shards(output_folder))]
-    return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
-
-
-def _next_repair_round(output_folder: Path) -> tuple[int, dict | None]:
-    rounds = sorted(output_folder.glob("_repair-*.json"))
-    if rounds:
-        plan = json.loads(rounds[-1].read_text())
-        if not set(plan["shards"]) <= done_shards(output_folder):
-            return plan["round"], plan  # a round that died half way: finish it first
-    return len(rounds) + 1, None
-
-
-def repair(output_folder: str | Path, options: DownloadOptions, is_retryable) -> dict:
-    """One repair round: re-downloads samples whose last attempt failed for a transient reason.
-
-    Good shards are never redone; the new attempts land in new shards after the existing ones,
-    and the plan is written first, so a repair that dies half way resumes where it stopped.
+def download_shards(tasks: list[ShardTask], raw: RawFolder, options: DownloadOptions,
+                    settings: dict, desc: str = "download shards",
+                    make_downloader=None) -> Plan:  # fmt: skip
+    """Downloads every task whose shard has no record made with `settings`; returns the plan.
 
     Args:
-        is_retryable: error message -> whether a later attempt may succeed.
+        make_downloader: (options, output folder, column list) -> a callable like img2dataset's
+            Downloader; img2dataset's by default (benchmarks plug in a fabricated one).
+    """
+    plan = CompletionLog(raw.url).plan([shard_name(t.shard) for t in tasks], settings)
+    todo = set(plan.todo)
+    for shard in plan.stale:
+        clear_shard(raw, int(shard))
+    pending = [t for t in tasks if shard_name(t.shard) in todo]
+    if pending:
+        make_downloader = make_downloader or _img2dataset_downloader
+        downloader = make_downloader(options, raw.url, column_list(pending[0].pieces[0][0]))
+        run_bounded(
+            _download_shard, pending, shared=(downloader, raw.url, settings),
+            max_in_flight=options.max_in_flight, retries=options.shard_retries,
+            num_cpus=options.cpus_per_task, ok=bool, desc=desc,
+        )  # fmt: skip
+    return plan
+
+
+def complete_shards(raw: RawFolder) -> list[int]:
+    """Shards of the folder that have a completion record."""
+    return sorted(int(unit) for unit in CompletionLog(raw.url).records())
+
+
+def download_table(table: pa.Table, output_folder: str, options: DownloadOptions) -> dict:
+    """Downloads every row of a table of plan rows (sample_id, url, caption, ...) once.
+
+    The table is saved as the folder's only plan file on the first call; later calls reuse it,
+    so shard numbering and contents never change. (Runs plan sources with `pipelines.plan`.)
 
     Returns:
-        {"round": n, "retried": samples attempted, "recovered": of them now downloaded}.
+        {"shards": shards run now, "skipped": shards already complete}.
     """
-    output_folder = Path(output_folder).absolute()
-    round_number, plan = _next_repair_round(output_folder)
-    input_path = output_folder / f"_repair-{round_number:03d}.parquet"
-    if plan is None:
-        latest = latest_attempts(shard_metadata(output_folder))
-        retry = [
-            row["sample_id"]
-            for row in latest.to_pylist()
-            if row["status"] != "success" and is_retryable(row["error_message"] or "")
-        ]
-        if not retry:
-            return {"round": round_number, "retried": 0, "recovered": 0}
-        source = pq.read_table(output_folder / INPUT_NAME)
-        write_parquet(source.filter(pc.is_in(source["sample_id"], pa.array(retry))), input_path)
-        start = max(done_shards(output_folder)) + 1
-        count = math.ceil(len(retry) / options.samples_per_shard)
-        plan = {"round": round_number, "start": start, "shards": list(range(start, start + count)),
-                "retried": len(retry)}  # fmt: skip
-        write_json(plan, output_folder / f"_repair-{round_number:03d}.json")
-    download_input(input_path, output_folder, options, start_shard=plan["start"],
-                   desc=f"repair {round_number} shards")  # fmt: skip
-    repaired = shard_metadata(output_folder)
-    repaired = repaired.filter(pc.is_in(repaired["shard"], pa.array(plan["shards"])))
-    recovered = sum(s == "success" for s in repaired["status"].to_pylist())
-    return {"round": round_number, "retried": plan["retried"], "recovered": recovered}
+    raw = RawFolder(str(output_folder))
+    plan_file = raw.plan_file(0)
+    if not storage.exists(plan_file):
+        storage.write_parquet(table, plan_file)
+    rows = storage.parquet_rows(plan_file)
+    tasks = shard_tasks([(plan_file, rows)], 0, options.samples_per_shard)
+    plan = download_shards(tasks, raw, options, download_settings(options, {"rows": rows}))
+    return {"shards": len(plan.todo), "skipped": len(plan.done)}
 
 
-def latest_attempts(metadata: pa.Table) -> pa.Table:
-    """One row per sample: its last attempt (highest shard), which is its final status."""
-    if metadata.num_rows == 0:
-        return metadata
-    last = {}
-    for index, (sid, shard) in enumerate(
-        zip(metadata["sample_id"].to_pylist(), metadata["shard"].to_pylist())
-    ):
-        if sid not in last or shard >= last[sid][1]:
-            last[sid] = (index, shard)
-    return metadata.take(sorted(i for i, _ in last.values()))
+def shard_metadata(raw: RawFolder, shard: int) -> pa.Table:
+    """The rows img2dataset recorded for one shard (successes and failures), with `shard`."""
+    table = storage.read_parquet(raw.shard(shard, "parquet"))
+    return table.append_column("shard", pa.array([shard] * table.num_rows, pa.int32()))

@@ -1,9 +1,10 @@
 """Per-sample filters over downloaded shards, with the reason recorded; tars are never rewritten.
 
 Each filter is a tiny class with one method, `reason(sample) -> str | None` (None keeps the
-sample), in the spirit of datatrove's filters. `filter_table` runs a list of them over one
-img2dataset shard's metadata table (its `NNNNN.parquet`: every row, successes and failures);
-`mark_duplicates` then drops repeated images (sha256) and URLs across all shards, first one kept.
+sample), in the spirit of datatrove's filters; the built-in ones also answer for a whole table at
+once (`reasons`, pyarrow compute), which is what the filter job runs. `filter_table` runs a list
+of them over one img2dataset shard's metadata table (every row, successes and failures);
+`mark_duplicates` is the single-process reference of the distributed dedup (`pipelines/dedup.py`).
 """
 
 from __future__ import annotations
@@ -11,18 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from model.options import FrozenOptions
 from pipelines.download_report import failure_reason
+from pipelines.schema import KEEP_LIST
 
-KEEP_LIST_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("sample_id", pa.string()),
-        ("keep", pa.bool_()),
-        ("reason", pa.string()),
-    ]
-)
+KEEP_LIST_SCHEMA = KEEP_LIST
 
 
 class SampleFilter:
@@ -30,6 +26,20 @@ class SampleFilter:
 
     def reason(self, sample: dict) -> str | None:
         raise NotImplementedError
+
+    def reasons(self, table: pa.Table) -> pa.Array:
+        """`reason` of every row (null: passes); filters override it with vectorised code."""
+        return pa.array([self.reason(s) for s in table.to_pylist()], pa.string())
+
+
+def _where(condition, reason: str, otherwise=None) -> pa.Array:
+    fallback = otherwise if otherwise is not None else pa.scalar(None, pa.string())
+    return pc.if_else(pc.fill_null(condition, False), pa.scalar(reason), fallback)
+
+
+def _sides(table: pa.Table):
+    width = pc.fill_null(table["original_width"].cast(pa.int64()), 0)
+    return width, pc.fill_null(table["original_height"].cast(pa.int64()), 0)
 
 
 class DownloadedFilter(SampleFilter):
@@ -40,6 +50,13 @@ class DownloadedFilter(SampleFilter):
             return None
         return f"download_{failure_reason(sample.get('error_message'))}"
 
+    def reasons(self, table):
+        failed = pc.fill_null(pc.not_equal(table["status"], "success"), True)
+        messages = table["error_message"].to_pylist()
+        flags = failed.to_pylist()
+        return pa.array([f"download_{failure_reason(m)}" if f else None
+                         for f, m in zip(flags, messages)], pa.string())  # fmt: skip
+
 
 class MinSideFilter(SampleFilter):
     def __init__(self, min_side: int):
@@ -48,6 +65,10 @@ class MinSideFilter(SampleFilter):
     def reason(self, sample):
         sides = (sample.get("original_width") or 0, sample.get("original_height") or 0)
         return "too_small" if min(sides) < self.min_side else None
+
+    def reasons(self, table):
+        width, height = _sides(table)
+        return _where(pc.less(pc.min_element_wise(width, height), self.min_side), "too_small")
 
 
 class AspectRatioFilter(SampleFilter):
@@ -59,6 +80,13 @@ class AspectRatioFilter(SampleFilter):
         if min(w, h) <= 0:
             return "no_size"
         return "extreme_aspect" if max(w, h) / min(w, h) > self.max_ratio else None
+
+    def reasons(self, table):
+        width, height = _sides(table)
+        short, long = pc.min_element_wise(width, height), pc.max_element_wise(width, height)
+        ratio = pc.divide(long.cast(pa.float64()), pc.max_element_wise(short, 1).cast(pa.float64()))
+        extreme = _where(pc.greater(ratio, self.max_ratio), "extreme_aspect")
+        return _where(pc.less_equal(short, 0), "no_size", extreme)
 
 
 class CaptionFilter(SampleFilter):
@@ -72,6 +100,13 @@ class CaptionFilter(SampleFilter):
         if len(caption.split()) < self.min_words:
             return "short_caption"
         return "long_caption" if len(caption) > self.max_chars else None
+
+    def reasons(self, table):
+        caption = pc.utf8_trim_whitespace(pc.fill_null(table["caption"].cast(pa.string()), ""))
+        words = pc.list_value_length(pc.utf8_split_whitespace(caption))
+        long = _where(pc.greater(pc.utf8_length(caption), self.max_chars), "long_caption")
+        short = _where(pc.less(words, self.min_words), "short_caption", long)
+        return _where(pc.equal(pc.utf8_length(caption), 0), "empty_caption", short)
 
 
 class FilterOptions(FrozenOptions):
@@ -97,6 +132,13 @@ class FilterOptions(FrozenOptions):
             AspectRatioFilter(self.max_aspect_ratio),
             CaptionFilter(self.min_caption_words, self.max_caption_chars),
         ]
+
+
+def verdicts(table: pa.Table, filters: Sequence[SampleFilter]) -> pa.Array:
+    """The first failing filter's reason for every row (null: kept), vectorised."""
+    if table.num_rows == 0:
+        return pa.array([], pa.string())
+    return pc.coalesce(*[f.reasons(table) for f in filters])
 
 
 def filter_table(table: pa.Table, filters: Sequence[SampleFilter]) -> pa.Table:

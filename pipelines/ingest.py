@@ -1,47 +1,67 @@
-"""Ingest one source end to end: read + metadata filters -> download -> repair -> filter.
+"""Ingest: plan each source file -> download (img2dataset) -> repair rounds -> filter + dedup.
 
-Layout under the run root (see DESIGN.md): raw/<source>/NNNNN.{tar,parquet,_stats.json},
-filtered/<source>/NNNNN.parquet. Every step is resumable, so rerunning after a crash only does
-what is missing.
+Paths come from the run layout (`pipelines/layout.py`); every unit has a completion record, so
+rerunning after a crash only does what is missing, and a settings change redoes what it affects.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from pipelines.completion import CompletionLog
 from pipelines.download import (
     DownloadOptions,
-    download_table,
-    latest_attempts,
-    repair,
-    shard_metadata,
+    clear_shard,
+    download_settings,
+    download_shards,
+    shard_tasks,
 )
-from pipelines.download_report import download_summary, is_retryable
 from pipelines.filter import FilterOptions
-from pipelines.filter_job import filter_source
-from pipelines.sources import SourceOptions, read_source, validate_source
+from pipelines.filter_job import filter_sources
+from pipelines.layout import RunLayout
+from pipelines.plan import plan_source
+from pipelines.repair import repair_round
+from pipelines.sources import SourceOptions, validate_source
 
 
-def raw_folder(run_root: str | Path, source: SourceOptions) -> Path:
-    return Path(run_root) / "raw" / source.name
+def download_source(source: SourceOptions, download: DownloadOptions, layout: RunLayout,
+                    make_downloader=None) -> dict:  # fmt: skip
+    """Plans, downloads and repairs one source; returns what each part did.
+
+    Args:
+        make_downloader: see `download_shards` (img2dataset's Downloader by default).
+    """
+    raw = layout.raw_folder(source.name)
+    planned = plan_source(source, raw, download.max_in_flight, download.cpus_per_task)
+    settings = download_settings(download, planned["id"])
+    stale = CompletionLog(raw.url).stale(settings)
+    if stale:
+        print(f"download {source.name}: clearing {len(stale)} shards made with other settings")
+        for shard in stale:
+            clear_shard(raw, int(shard))
+    tasks = shard_tasks(planned["inputs"], 0, download.samples_per_shard)
+    plan = download_shards(tasks, raw, download, settings, make_downloader=make_downloader)
+    previous, start, repairs = [t.shard for t in tasks], len(tasks), []
+    for round_number in range(1, download.repair_rounds + 1):
+        repaired = repair_round(raw, download, settings, round_number, previous, start,
+                                make_downloader)  # fmt: skip
+        repairs.append({k: v for k, v in repaired.items() if k != "shards"})
+        previous, start = repaired["shards"], start + len(repaired["shards"])
+    return {"source": source.name, "metadata_dropped": planned["dropped"],
+            "planned": planned["id"]["rows"],
+            "download": {"shards": len(plan.todo), "skipped": len(plan.done)},
+            "repairs": repairs}  # fmt: skip
 
 
-def filtered_folder(run_root: str | Path, source: SourceOptions) -> Path:
-    return Path(run_root) / "filtered" / source.name
+def filter_downloaded(sources: list[str], filters: FilterOptions, layout: RunLayout) -> dict:
+    """Filters and deduplicates the downloaded shards of `sources` together."""
+    return filter_sources(layout, sources, filters)
 
 
-def ingest_source(
-    source: SourceOptions, download: DownloadOptions, filters: FilterOptions, run_root: str | Path
-) -> dict:
-    """Runs every ingest step for one source; returns the reports of each."""
-    raw = raw_folder(run_root, source)
-    table, metadata_dropped = read_source(source)
-    downloaded = download_table(table, raw, download)
-    repairs = [repair(raw, download, is_retryable) for _ in range(download.repair_rounds)]
-    summary = download_summary(latest_attempts(shard_metadata(raw)))
-    kept = filter_source(raw, filtered_folder(run_root, source), filters, download.max_in_flight)
-    return {"source": source.name, "metadata_dropped": metadata_dropped, "download": downloaded,
-            "repairs": repairs, "downloaded": summary, "filtered": kept}  # fmt: skip
+def ingest_source(source: SourceOptions, download: DownloadOptions, filters: FilterOptions,
+                  layout: RunLayout) -> dict:  # fmt: skip
+    """Every ingest step for one source alone (dedup within the source)."""
+    report = download_source(source, download, layout)
+    report.update(filter_downloaded([source.name], filters, layout)[source.name])
+    return report
 
 
 def validate_sources(sources: list[SourceOptions]) -> None:

@@ -4,23 +4,36 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
-import pyarrow.parquet as pq
-import webdataset as wds
+import pyarrow.compute as pc
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from pipelines import storage
 
 
-def kept_keys(keep_list_path: str | Path) -> dict[str, str]:
+def kept_keys(keep_list_url: str) -> dict[str, str]:
     """{key: sample_id} of the samples a filter keep-list keeps."""
-    table = pq.read_table(keep_list_path, columns=["key", "sample_id", "keep"])
-    return {k: s for k, s, keep in zip(table["key"].to_pylist(), table["sample_id"].to_pylist(),
-                                      table["keep"].to_pylist()) if keep}  # fmt: skip
+    table = storage.read_parquet(keep_list_url, columns=["key", "sample_id", "keep"])
+    table = table.filter(pc.fill_null(table["keep"], False))
+    return dict(zip(table["key"].to_pylist(), table["sample_id"].to_pylist()))
 
 
-def iter_kept_samples(tar_path: str | Path, keep_list_path: str | Path) -> Iterator[dict]:
+def kept_count(keep_list_url: str) -> int:
+    table = storage.read_parquet(keep_list_url, columns=["keep"])
+    return int(pc.sum(pc.fill_null(table["keep"], False)).as_py() or 0)
+
+
+def iter_tar(tar_url: str) -> Iterator[dict]:
+    """webdataset's samples ({"__key__", "jpg", "txt", ...}) of a tar on any fsspec filesystem."""
+    fs, path = storage.filesystem(tar_url)
+    with fs.open(path, "rb") as stream:
+        yield from group_by_keys(tar_file_expander([{"url": tar_url, "stream": stream}]))
+
+
+def iter_kept_samples(tar_url: str, keep_list_url: str) -> Iterator[dict]:
     """Yields {key, sample_id, jpg (bytes), alt_text, meta (dict)} for every kept sample."""
-    keep = kept_keys(keep_list_path)
-    for sample in wds.WebDataset(str(tar_path), shardshuffle=False, empty_check=False):
+    keep = kept_keys(keep_list_url)
+    for sample in iter_tar(tar_url):
         key = sample["__key__"]
         if key not in keep:
             continue

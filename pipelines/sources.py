@@ -143,30 +143,46 @@ def _metadata_keep(table: pa.Table, options: SourceOptions) -> tuple[pa.Array, d
     return keep, dropped
 
 
-def read_source(options: SourceOptions) -> tuple[pa.Table, dict[str, int]]:
-    """The source as one normalised table, after metadata filters.
+def sample_ids(urls: pa.Array) -> pa.Array:
+    """`sample_id` of every URL (runs where the rows are: in a Ray task, one file at a time)."""
+    return pa.array([sample_id(u) for u in urls.to_pylist()], pa.string())
+
+
+def normalise(table: pa.Table, options: SourceOptions, source_file: str) -> tuple[pa.Table, dict]:
+    """One source file's rows -> plan rows (`schema.PLAN_ROW` + kept columns), metadata-filtered.
 
     Returns:
-        (table with sample_id, url, caption, width, height and the kept columns,
-         rows dropped per metadata reason).
+        (plan rows, rows dropped per metadata reason).
     """
-    files = validate_source(options)
     mapping = options.mapping
-    tables = []
-    for path in files:
-        fs, local = url_to_fs(path)
-        with fs.open(local, "rb") as handle:
-            tables.append(pq.read_table(handle))
-    table = pa.concat_tables(tables, promote_options="default")
+    rows = pa.array(range(table.num_rows), pa.int64())
     keep, dropped = _metadata_keep(table, options)
-    table = table.filter(keep)
+    table, rows = table.filter(keep), rows.filter(keep)
+    n = table.num_rows
     urls = table[mapping.url].cast(pa.string())
+
+    def size(column):
+        return table[column].cast(pa.int64()) if column else pa.nulls(n, pa.int64())
+
     columns = {
-        "sample_id": pa.array([sample_id(u) for u in urls.to_pylist()], pa.string()),
+        "sample_id": sample_ids(urls),
+        "source": pa.array([options.name] * n, pa.string()),
+        "source_file": pa.array([source_file] * n, pa.string()),
+        "source_row": rows,
         "url": urls,
         "caption": pc.fill_null(table[mapping.caption].cast(pa.string()), ""),
-        "width": table[mapping.width] if mapping.width else pa.nulls(table.num_rows, pa.int64()),
-        "height": table[mapping.height] if mapping.height else pa.nulls(table.num_rows, pa.int64()),
+        "width": size(mapping.width),
+        "height": size(mapping.height),
     }
     columns.update({name: table[name] for name in options.keep_columns})
     return pa.table(columns), dropped
+
+
+def read_source_file(options: SourceOptions, path: str) -> tuple[pa.Table, dict]:
+    """Reads and normalises one source file (only the mapped and kept columns)."""
+    mapping = options.mapping
+    wanted = [c for c in mapping.model_dump().values() if c] + list(options.keep_columns)
+    fs, local = url_to_fs(path)
+    with fs.open(local, "rb") as handle:
+        table = pq.read_table(handle, columns=list(dict.fromkeys(wanted)))
+    return normalise(table, options, path)

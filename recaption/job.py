@@ -1,33 +1,32 @@
 """The recaption job on Ray Data: kept samples of raw shards -> one caption parquet per shard.
 
-Exactly once: a shard's captions are written to a temporary name and renamed when every kept
-sample of the shard has its row, so a shard either has its complete file or none. A rerun plans
-only shards without a file; a shard half done when the job died is redone from scratch, and rows
-are keyed by sample, so a retried Ray task can never add a second caption.
+Exactly once: a writer actor (not the driver) buffers each shard's rows and writes its file, then
+its completion record, when every kept sample has its row. A rerun plans only shards without a
+record made with the same settings; a shard half done when the job died is redone from scratch,
+and rows are keyed by sample, so a retried Ray task can never add a second caption.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from pipelines.atomic import write_parquet
-from pipelines.records import kept_keys
+from pipelines import storage
+from pipelines.completion import CompletionLog, Plan
+from pipelines.layout import shard_name, shard_of
+from pipelines.records import kept_count
+from pipelines.schema import CAPTION
 from recaption.options import CleaningOptions, RecaptionJobOptions, TeacherOptions
 from recaption.stages import OUTPUT_COLUMNS, Caption, Preprocess, read_shard
 from recaption.teacher import resolve_backend
 
-CAPTION_SCHEMA = pa.schema([
-    ("shard", pa.int64()), ("key", pa.string()), ("sample_id", pa.string()),
-    ("caption", pa.string()), ("teacher_caption", pa.string()), ("raw_caption", pa.string()),
-    ("fallback", pa.bool_()), ("reason", pa.string()), ("prompt", pa.string()),
-])  # fmt: skip
+CAPTION_SCHEMA = CAPTION
+FILTER_UNIT = "filter"  # the filter step's record in a keep-list folder (pipelines/filter_job.py)
 
 
 @dataclass(frozen=True)
@@ -41,25 +40,55 @@ class ShardWork:
     output: str
 
 
-def plan_shards(raw_folder: Path, filtered_folder: Path, out_folder: Path):
-    """(shards still to caption, shards already captioned)."""
-    pending, done = [], []
-    for keep_list in sorted(filtered_folder.glob("[0-9]*.parquet")):
-        shard = int(keep_list.stem)
-        output = out_folder / f"{shard:05d}.parquet"
-        if output.exists():
-            done.append(shard)
-            continue
-        pending.append(ShardWork(shard, str(raw_folder / f"{shard:05d}.tar"), str(keep_list),
-                                 len(kept_keys(keep_list)), str(output)))  # fmt: skip
-    return pending, done
-
-
-def write_captions(rows: list[dict], path: str, settings: dict) -> None:
-    """Writes one shard's captions atomically (temporary name, then rename)."""
+def write_captions(rows: list[dict], url: str) -> None:
+    """Writes one shard's captions, sorted by key, through a temporary name."""
     rows = sorted(rows, key=lambda r: r["key"])
-    table = pa.Table.from_pylist(rows, schema=CAPTION_SCHEMA)
-    write_parquet(table.replace_schema_metadata({"evip.recaption": json.dumps(settings)}), path)
+    storage.write_parquet(pa.Table.from_pylist(rows, schema=CAPTION_SCHEMA), url)
+
+
+def caption_settings(teacher: TeacherOptions, cleaning: CleaningOptions, filtered_url: str) -> dict:
+    """What makes a caption shard: teacher, cleaning and the keep-lists (their filter record)."""
+    record = CompletionLog(filtered_url).read(FILTER_UNIT)
+    return {"teacher": teacher.model_dump(mode="json"),
+            "cleaning": cleaning.model_dump(mode="json"),
+            "keep_lists": record["settings_hash"] if record else None}  # fmt: skip
+
+
+class CaptionWriter:
+    """Ray Data stage (one actor): buffers caption rows per shard and writes each complete shard.
+
+    The first row of a key stands, so a retried upstream task never adds a second caption; the
+    record is written after the file. Only a one-row summary per written shard goes downstream.
+    """
+
+    def __init__(self, out_folder: str, expected: dict[int, int], settings: dict):
+        self.log, self.out = CompletionLog(out_folder), out_folder
+        self.expected, self.settings = expected, settings
+        self.buffers: dict[int, dict[str, dict]] = {}
+
+    def __call__(self, batch: pa.Table) -> dict:
+        done = {"shard": [], "images": [], "kept": []}
+        for row in batch.select(list(OUTPUT_COLUMNS)).to_pylist():
+            shard = row["shard"]
+            if shard not in self.expected:
+                continue  # already written: a late repeat
+            buffer = self.buffers.setdefault(shard, {})
+            buffer.setdefault(row["key"], row)
+            if len(buffer) == self.expected[shard]:
+                rows = list(self.buffers.pop(shard).values())
+                write_sealed(self.log, self.out, shard, rows, self.settings)
+                del self.expected[shard]
+                done["shard"].append(shard)
+                done["images"].append(len(rows))
+                done["kept"].append(sum(r["reason"] is None for r in rows))
+        return {k: np.asarray(v, dtype=np.int64) for k, v in done.items()}
+
+
+def write_sealed(log: CompletionLog, out_folder: str, shard: int, rows, settings) -> None:
+    """A shard's caption file, then its completion record."""
+    write_captions(rows, storage.join(out_folder, f"{shard_name(shard)}.parquet"))
+    reasons = Counter(r["reason"] for r in rows if r["reason"] is not None)
+    log.write(shard_name(shard), settings, {"captions": len(rows), "rejected": dict(reasons)})
 
 
 class RecaptionJob:
@@ -74,9 +103,6 @@ class RecaptionJob:
             job,
         )
 
-    @property
-    def settings(self) -> dict:
-        return {"teacher": self.teacher.model_dump(), "cleaning": self.cleaning.model_dump()}
 
     def dataset(self, pending: list[ShardWork]):
         """The Ray Data pipeline over the pending shards (lazy until consumed)."""
@@ -100,48 +126,75 @@ class RecaptionJob:
             compute=ray.data.ActorPoolStrategy(size=self.job.actors),
         )  # fmt: skip
 
-    def run(self, raw_folder: str | Path, filtered_folder: str | Path, out_folder: str | Path,
+    def plan(self, raw_url: str, filtered_url: str, out_url: str) -> tuple[Plan, dict, dict]:
+        """(plan over the keep-lists' shards, {shard: ShardWork} to caption, shard settings).
+
+        Each shard's settings are the teacher, the cleaning and the filter record of its
+        keep-list, so new keep-lists or another teacher, prompt or cleaning redo it.
+        """
+        filter_record = CompletionLog(filtered_url).read(FILTER_UNIT)
+        settings = caption_settings(self.teacher, self.cleaning, filtered_url)
+        kept = filter_record["covered"].get("kept_per_shard", {}) if filter_record else {}
+        shards = [shard_of(u) for u in storage.glob(storage.join(filtered_url, "*.parquet"))]
+        log = CompletionLog(out_url)
+        plan = log.plan([shard_name(s) for s in shards], settings)
+        work = {}
+        for unit in plan.todo:
+            shard = int(unit)
+            keep_list = storage.join(filtered_url, f"{unit}.parquet")
+            expected = kept[unit] if unit in kept else kept_count(keep_list)
+            work[shard] = ShardWork(shard, storage.join(raw_url, f"{unit}.tar"), keep_list,
+                                    expected, storage.join(out_url, f"{unit}.parquet"))  # fmt: skip
+        return plan, work, settings
+
+    def run(self, raw_folder: str, filtered_folder: str, out_folder: str,
             on_shard_written=None):  # fmt: skip
-        """Captions every shard that has no caption file yet; returns the report.
+        """Captions every shard without a caption record made with these settings; the report.
+
+        Shards recorded with other settings are cleared first (record, then file), so the folder
+        never holds captions of two settings.
 
         Args:
-            on_shard_written: called as (shard, images) after each shard's file is renamed.
+            on_shard_written: called as (shard, images) after each shard's record is written.
         """
-        raw_folder, filtered_folder = Path(raw_folder), Path(filtered_folder)
-        out_folder = Path(out_folder)
-        out_folder.mkdir(parents=True, exist_ok=True)
-        pending, done = plan_shards(raw_folder, filtered_folder, out_folder)
-        start = time.perf_counter()
-        reasons, images = Counter(), 0
-        work = {w.shard: w for w in pending}
-        for w in [w for w in pending if w.expected == 0]:
-            write_captions([], w.output, self.settings)
+        raw_url, filtered_url, out_url = map(str, (raw_folder, filtered_folder, out_folder))
+        plan, work, settings = self.plan(raw_url, filtered_url, out_url)
+        log = CompletionLog(out_url)
+        for unit in log.stale(settings):
+            log.clear(unit)
+            storage.remove(storage.join(out_url, f"{unit}.parquet"))
+        if plan.todo:
+            print(plan.describe("recaption"))
+        start, images, kept, reasons = time.perf_counter(), 0, 0, Counter()
+        for w in [w for w in work.values() if w.expected == 0]:
+            write_sealed(log, out_url, w.shard, [], settings)
             del work[w.shard]
-        buffers: dict[int, dict[str, dict]] = {s: {} for s in work}
+        written = set()
         with tqdm(total=len(work), desc="caption shards", unit="shards") as progress:
             if work:
-                for batch in self.dataset(list(work.values())).iter_batches(
-                    batch_size=None, batch_format="pyarrow"
-                ):
-                    for row in batch.select(list(OUTPUT_COLUMNS)).to_pylist():
-                        shard = buffers.get(row["shard"])
-                        if shard is None or row["key"] in shard:
-                            continue  # a retried task's repeat: the first row stands
-                        shard[row["key"]] = row
-                        if len(shard) == work[row["shard"]].expected:
-                            rows = list(buffers.pop(row["shard"]).values())
-                            write_captions(rows, work[row["shard"]].output, self.settings)
-                            images += len(rows)
-                            reasons.update(r["reason"] or "kept" for r in rows)
-                            progress.update(1)
-                            if on_shard_written is not None:
-                                on_shard_written(row["shard"], len(rows))
-        if buffers:
-            missing = {s: work[s].expected - len(b) for s, b in buffers.items()}
-            raise RuntimeError(f"shards ended incomplete (samples missing per shard): {missing}")
+                import ray
+
+                ds = self.dataset(list(work.values())).map_batches(
+                    CaptionWriter, batch_format="pyarrow", batch_size=None, num_cpus=0.1,
+                    fn_constructor_args=(out_url, {s: w.expected for s, w in work.items()},
+                                         settings),
+                    compute=ray.data.ActorPoolStrategy(size=1),
+                )  # fmt: skip
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    for shard, n, k in zip(batch["shard"], batch["images"], batch["kept"]):
+                        written.add(int(shard))
+                        images, kept = images + int(n), kept + int(k)
+                        progress.update(1)
+                        if on_shard_written is not None:
+                            on_shard_written(int(shard), int(n))
+        missing = sorted(set(work) - written)
+        if missing:
+            raise RuntimeError(f"shards ended incomplete (not all samples captioned): {missing}")
+        for shard in written:
+            reasons.update(log.read(shard_name(shard))["covered"]["rejected"])
         seconds = time.perf_counter() - start
-        return {"shards": len(pending), "skipped": len(done), "images": images,
-                "kept": reasons.pop("kept", 0), "rejected": dict(reasons),
+        return {"shards": len(plan.todo), "skipped": len(plan.done), "stale": len(plan.stale),
+                "images": images, "kept": kept, "rejected": dict(reasons),
                 "images_per_s": images / seconds if seconds else 0.0}  # fmt: skip
 
 

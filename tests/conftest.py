@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import tempfile
+
 import pytest
 import torch
 
@@ -74,3 +78,67 @@ def ray_local():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# A real S3 API (moto's server) on 127.0.0.1 for object-store run roots. The endpoint is set before
+# any Ray starts, so Ray workers inherit it as a user's cluster inherits its credentials.
+S3_PORT = _free_port()
+os.environ.setdefault("EVIP_CACHE", tempfile.mkdtemp(prefix="evip-cache-"))
+os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                  AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}")
+
+
+@pytest.fixture(scope="session")
+def s3_bucket():
+    """A bucket on a moto S3 server on 127.0.0.1; yields its s3:// URL."""
+    import logging
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
+    server.start()
+    s3fs.S3FileSystem().mkdir("evip-test")
+    yield "s3://evip-test"
+    server.stop()
+
+
+FABRICATED_SOURCES = ("laion-a", "laion-b", "coyo-c")
+
+
+def fabricated_config(root, **overrides):
+    """Run config of three LAION-shaped sources sharing URLs (`fabricated_run`)."""
+    from flows.config import RunConfig
+
+    sources = [{"name": n, "paths": [str(root / n / "*.parquet")]} for n in FABRICATED_SOURCES]
+    return RunConfig.model_validate({
+        "run_root": str(root / "run"), "sources": sources,
+        "download": {"samples_per_shard": 64, "repair_rounds": 1, "max_in_flight": 2},
+        **overrides,
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def fabricated_run(tmp_path_factory, ray_local):
+    """Three LAION-shaped sources sharing URLs, downloaded (fabricated: no images) with one repair
+    round; returns the run config."""
+    from pipelines.ingest import download_source
+    from pipelines.layout import RunLayout
+    from pipelines.synthetic.laion import FabricatedDownloader, write_laion_files
+
+    root = tmp_path_factory.mktemp("fabricated")
+    config = fabricated_config(root)
+    for index, source in enumerate(config.sources):
+        write_laion_files(str(root / source.name), rows=300, files=2, seed=index,
+                          repeated_urls=0.03, first_id=200 * index)  # fmt: skip
+        report = download_source(source, config.download, RunLayout(config.run_root),
+                                 make_downloader=FabricatedDownloader)  # fmt: skip
+        assert report["repairs"][0]["retried"] > 0
+    return config

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from model.options import FrozenOptions
 from pipelines.sources import PRESETS
@@ -71,9 +70,12 @@ def catalog_rows(web: SyntheticWeb, options: SyntheticWebOptions) -> list[dict]:
 
 
 def write_source_files(web: SyntheticWeb, options: SyntheticWebOptions, folder: str | Path):
-    """Writes the catalogue as `part-NNNNN.parquet` files with the preset's column names."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Writes the catalogue as `part-NNNNN.parquet` files with the preset's column names.
+
+    `folder` is a local path or an fsspec URL.
+    """
+    from pipelines import storage
+
     mapping = PRESETS[options.preset]
     rename = {"url": mapping.url, "caption": mapping.caption, "width": mapping.width,
               "height": mapping.height, "similarity": mapping.similarity,
@@ -83,7 +85,7 @@ def write_source_files(web: SyntheticWeb, options: SyntheticWebOptions, folder: 
     for number, start in enumerate(range(0, len(rows), options.rows_per_file)):
         chunk = rows[start : start + options.rows_per_file]
         table = pa.Table.from_pylist([{rename.get(k, k): v for k, v in r.items()} for r in chunk])
-        path = folder / f"part-{number:05d}.parquet"
-        pq.write_table(table, path)
+        path = storage.join(folder, f"part-{number:05d}.parquet")
+        storage.write_parquet(table, path)
         paths.append(path)
     return paths

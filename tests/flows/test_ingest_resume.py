@@ -14,14 +14,17 @@ import pytest
 import webdataset as wds
 import yaml
 
-from pipelines.download import done_shards, latest_attempts, shard_metadata
-from pipelines.sources import SourceOptions, read_source
+from pipelines.download import complete_shards
+from pipelines.layout import RawFolder
+from pipelines.sources import SourceOptions, read_source_file, source_files
 from pipelines.synthetic.catalog import (
     GROUND_TRUTH_COLUMNS,
     SyntheticWebOptions,
     write_source_files,
 )
 from pipelines.synthetic.server import SyntheticWeb
+from tests.pipelines.helpers import all_attempts
+from tests.pipelines.test_sources import read_source
 
 ROOT = Path(__file__).parents[2]
 
@@ -48,16 +51,23 @@ def test_sigkilled_ingest_resumes_exactly_once(tmp_path):
         config_path = tmp_path / "run.yaml"
         config_path.write_text(yaml.safe_dump(config))
         raw = tmp_path / "run" / "raw" / "web"
-        total = math.ceil(table.num_rows / per_shard)
+        folder = RawFolder(str(raw))
+
+        def done_shards():
+            return set(complete_shards(folder)) if (raw / "_done").exists() else set()
+
+        options = SourceOptions(**source)  # each source file starts a new shard
+        total = sum(math.ceil(read_source_file(options, path)[0].num_rows / per_shard)
+                    for path in source_files(options))  # fmt: skip
 
         log = (tmp_path / "first.log").open("w")
         first = _ingest(config_path, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 180
-        while len(done_shards(raw)) < 2 and time.time() < deadline and first.poll() is None:
+        while len(done_shards()) < 2 and time.time() < deadline and first.poll() is None:
             time.sleep(0.05)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-        finished_before = done_shards(raw)
+        finished_before = done_shards()
         assert 2 <= len(finished_before) < total, (tmp_path / "first.log").read_text()[-2000:]
         mtimes = {s: (raw / f"{s:05d}.tar").stat().st_mtime_ns for s in finished_before}
 
@@ -65,14 +75,14 @@ def test_sigkilled_ingest_resumes_exactly_once(tmp_path):
         output, _ = second.communicate(timeout=300)
         assert second.returncode == 0, output[-3000:]
 
-    assert done_shards(raw) == set(range(total))
+    assert done_shards() == set(range(total))
     # Finished shards were not redone.
     assert all((raw / f"{s:05d}.tar").stat().st_mtime_ns == t for s, t in mtimes.items())
-    metadata = shard_metadata(raw)
+    metadata = all_attempts(folder)
     ids = metadata["sample_id"].to_pylist()
     assert len(ids) == len(set(ids)) == table.num_rows  # nothing twice, nothing missing
     assert set(ids) == set(table["sample_id"].to_pylist())
-    successes = sum(s == "success" for s in latest_attempts(metadata)["status"].to_pylist())
+    successes = sum(s == "success" for s in metadata["status"].to_pylist())
     tars = [str(p) for p in sorted(raw.glob("[0-9]*.tar"))]
     in_tars = [s["json"]["sample_id"] for s in wds.WebDataset(tars, shardshuffle=False).decode()]
     assert len(in_tars) == len(set(in_tars)) == successes == 156  # 160 good minus 4 rejected

@@ -10,6 +10,7 @@ from pipelines.filter import (
     mark_duplicates,
     summarize,
     summary_table,
+    verdicts,
 )
 
 
@@ -57,3 +58,18 @@ def test_duplicates_across_shards_keep_the_first():
                                 "download_not_an_image": 1}  # fmt: skip
     table = summary_table(summarize(lists))
     assert "| kept | 2 | 33.3% |" in table and "| dropped: duplicate_image | 2 | 33.3% |" in table
+
+
+def test_vectorised_reasons_equal_the_per_sample_rule():
+    shard = _shard([
+        {}, {"status": "failed_to_download", "error_message": "HTTP Error 503"},
+        {"status": "failed_to_download", "error_message": None}, {"original_width": None},
+        {"original_width": 0}, {"original_width": 63},
+        {"original_height": 257, "original_width": 64}, {"caption": None},
+        {"caption": " two  words "}, {"caption": "one\t"}, {"caption": "x" * 513},
+        {"caption": "a b " + "x" * 508},
+    ])  # fmt: skip
+    filters = FilterOptions().build()
+    expected = filter_table(shard, filters)["reason"].to_pylist()
+    assert verdicts(shard, filters).to_pylist() == expected
+    assert expected[:3] == [None, "download_http_5xx", "download_other"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -10,8 +12,9 @@ from pipelines.sources import (
     ColumnMapping,
     SourceError,
     SourceOptions,
-    read_source,
+    read_source_file,
     sample_id,
+    source_files,
     validate_source,
 )
 from pipelines.synthetic.catalog import (
@@ -20,6 +23,16 @@ from pipelines.synthetic.catalog import (
     write_source_files,
 )
 from pipelines.synthetic.server import BAD_KINDS, SyntheticWeb
+
+
+def read_source(options: SourceOptions):
+    """Every file of a source planned in turn (as the plan step's Ray tasks do)."""
+    tables, dropped = [], Counter()
+    for path in source_files(options):
+        table, file_dropped = read_source_file(options, path)
+        tables.append(table)
+        dropped.update(file_dropped)
+    return pa.concat_tables(tables), {k: v for k, v in dropped.items() if v}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +55,11 @@ def test_presets_read_the_synthetic_sources(web, tmp_path, preset):
     ids = table["sample_id"].to_pylist()
     assert len(set(ids)) == len(ids)
     assert ids[0] == sample_id(table["url"][0].as_py())
+    # Lineage: every plan row names its source file and row there.
+    first = table.slice(0, 1).to_pylist()[0]
+    assert first["source"] == "s" and first["source_file"].endswith("part-00000.parquet")
+    raw = pq.read_table(first["source_file"]).to_pylist()[first["source_row"]]
+    assert raw[{"laion": "URL", "coyo": "url"}[preset]] == first["url"]
 
 
 def test_custom_mapping(tmp_path):

@@ -1,0 +1,229 @@
+"""The campaign's steps as data: each described once; the CLI, the Prefect flow and `evip status`
+all read this table (docs/spine.md). A new step is one new entry.
+
+A step runs once per source (`per_source`) or once over the run; `run(config, source, upstream)`
+gets the reports of the step before it. `folder`, `units` and `settings` say where its completion
+records are, which units a complete step has, and what settings they must have been made with:
+that is all `evip status` needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flows.config import RunConfig
+from pipelines import storage
+from pipelines.completion import CompletionLog
+from pipelines.download import download_settings
+from pipelines.filter_job import UNIT as FILTER_UNIT
+from pipelines.filter_job import filter_settings
+from pipelines.layout import RunLayout, shard_name
+from pipelines.plan import plan_settings, planned
+from pipelines.sources import source_files
+from recaption.job import caption_settings
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    doc: str
+    command: str
+    """The CLI command that runs this step (with the others of the same command, in order)."""
+    per_source: bool
+    needs_web: bool
+    """Runs while the run's synthetic web (if any) is served."""
+    run: Callable[[RunConfig, str | None, list], dict]
+    folder: Callable[[RunConfig, RunLayout, str | None], str]
+    units: Callable[[RunConfig, RunLayout, str | None], list[str] | None]
+    """Units of the complete step; None while an earlier step has not said yet."""
+    settings: Callable[[RunConfig, RunLayout, str | None, str], dict | None]
+    """Settings unit `unit` must be recorded with; None while unknown."""
+    settings_per_unit: bool = False
+    """Whether units have settings of their own (else `settings` is asked once)."""
+    report: Callable[[dict, RunConfig], str] | None = None
+    """A report of the step's run as markdown (one per source for per-source results)."""
+
+
+def _source(config: RunConfig, name: str):
+    return next(s for s in config.sources if s.name == name)
+
+
+# plan
+def _plan_units(config, layout, source):
+    return [shard_name(i) for i in range(len(source_files(_source(config, source))))]
+
+
+def _plan_settings(config, layout, source, unit):
+    options = _source(config, source)
+    return plan_settings(options, source_files(options)[int(unit)])
+
+
+# download
+def _download_units(config, layout, source):
+    raw = layout.raw_folder(source)
+    plan = planned(raw, len(_plan_units(config, layout, source)))
+    if plan is None:
+        return None
+    per_shard = config.download.samples_per_shard
+    count = sum(math.ceil(rows / per_shard) for _, rows in plan["inputs"])
+    for round_number in range(1, config.download.repair_rounds + 1):
+        record = CompletionLog(raw.repair(round_number)).read("round")
+        if record is None:
+            return None
+        rows = sum(n for _, n in record["covered"]["inputs"])
+        count += math.ceil(rows / per_shard)
+    return [shard_name(s) for s in range(count)]
+
+
+def _download_settings(config, layout, source, unit):
+    plan = planned(layout.raw_folder(source), len(_plan_units(config, layout, source)))
+    return None if plan is None else download_settings(config.download, plan["id"])
+
+
+# filter
+def _filter_settings(config, layout, source, unit):
+    return filter_settings(layout, [s.name for s in config.sources], config.filter)
+
+
+# recaption
+def _caption_folder(config, layout, source):
+    return layout.captions(config.teacher.name, source)
+
+
+def _caption_units(config, layout, source):
+    if CompletionLog(layout.filtered(source)).read(FILTER_UNIT) is None:
+        return None
+    files = storage.glob(storage.join(layout.filtered(source), "[0-9]*.parquet"))
+    return [f.rsplit("/", 1)[1].split(".")[0] for f in files]
+
+
+def _caption_settings(config, layout, source, unit):
+    return caption_settings(config.teacher, config.cleaning, layout.filtered(source))
+
+
+# model
+def _model_settings(config, layout, source, unit):
+    return {"model": config.model.model_dump(mode="json"), "stage": "init"}
+
+
+def _ingest_report(report, config):
+    from flows.ingest import ingest_markdown
+
+    return ingest_markdown(report)
+
+
+def _recaption_report(report, config):
+    from flows.recaption import recaption_markdown
+
+    return recaption_markdown(report, config.teacher.name)
+
+
+def _run_download(config, source, upstream):
+    from flows.ingest import download_one
+
+    return download_one(config, _source(config, source))
+
+
+def _run_filter(config, source, upstream):
+    from flows.ingest import filter_all
+
+    return filter_all(config, upstream)
+
+
+def _run_recaption(config, source, upstream):
+    from flows.recaption import recaption_one
+
+    return recaption_one(config, _source(config, source))
+
+
+def _run_model(config, source, upstream):
+    from flows.model_demo import run_model_demo
+
+    return run_model_demo(config)
+
+
+STEPS = [
+    Step("plan", "read, metadata-filter and normalise each source file (Ray tasks)", "ingest",
+         True, True, None, lambda c, lay, s: lay.raw_folder(s).plan(), _plan_units,
+         _plan_settings, settings_per_unit=True),
+    Step("download", "plan, download (img2dataset on Ray) and repair one source", "ingest",
+         True, True, _run_download, lambda c, lay, s: lay.raw(s), _download_units,
+         _download_settings),
+    Step("filter", "filter every source and deduplicate across them (Ray, hash buckets)",
+         "ingest", False, False, _run_filter, lambda c, lay, s: lay.filtered(s),
+         lambda c, lay, s: [FILTER_UNIT], _filter_settings, report=_ingest_report),
+    Step("recaption", "caption each kept image with the teacher (Ray Data actors)", "recaption",
+         True, False, _run_recaption, _caption_folder, _caption_units, _caption_settings,
+         report=_recaption_report),
+    Step("model", "build Mono-InternVL, caption, save and reload its checkpoints", "model",
+         False, False, _run_model, lambda c, lay, s: lay.checkpoints(),
+         lambda c, lay, s: ["init"] + ([] if c.model.experts.visual_attention_experts
+                                       else ["init-official"]), _model_settings),
+]  # fmt: skip
+"""In campaign order. `plan` has no `run` of its own: `download` plans first."""
+
+
+def step_sources(step: Step, config: RunConfig) -> list[str | None]:
+    """The sources a step covers (status rows); [None] for a run-wide step."""
+    from flows.recaption import recaption_sources
+
+    if not step.per_source:
+        return [s.name for s in config.sources] if step.name == "filter" else [None]
+    if step.name == "recaption":
+        return [s.name for s in recaption_sources(config)]
+    return [s.name for s in config.sources]
+
+
+def run_step(step: Step, config: RunConfig, source: str | None, upstream: list) -> dict:
+    """Runs a step; a failure is kept as the step's last error for `evip status`, then raised."""
+    layout = RunLayout(config.run_root)
+    log = CompletionLog(step.folder(config, layout, source or (config.sources[0].name
+                                                               if config.sources else None)))
+    try:
+        report = step.run(config, source, upstream)
+    except Exception as error:
+        log.write_error("step", "".join(traceback.format_exception(error))[-4000:])
+        raise
+    log.clear_errors()
+    return report
+
+
+def runnable(command: str | None = None) -> list[Step]:
+    """Steps that run (of one CLI command, or all), in campaign order."""
+    return [s for s in STEPS if s.run is not None and (command is None or s.command == command)]
+
+
+def step_markdown(step: Step, report, config: RunConfig) -> list[tuple[str, str]]:
+    """(source, markdown) for each per-source report of a step run; [] when it has none."""
+    if step.report is None:
+        return []
+    reports = report if isinstance(report, list) else [report]
+    return [(r.get("source", "run"), step.report(r, config)) for r in reports]
+
+
+def run_steps(config: RunConfig, steps: list[Step]) -> dict:
+    """Runs steps in order in this process (the CLI); prints each step's reports."""
+    from flows.ingest import served_synthetic_web
+    from pipelines.ingest import validate_sources
+
+    results, upstream = {}, []
+    with contextlib.ExitStack() as web:
+        if any(step.needs_web for step in steps):
+            web.enter_context(served_synthetic_web(config))
+            validate_sources(config.sources)
+        for step in steps:
+            if not step.needs_web:
+                web.close()  # downloads are done: stop serving the synthetic web
+            if step.per_source:
+                report = [run_step(step, config, s, upstream) for s in step_sources(step, config)]
+            else:
+                report = run_step(step, config, None, upstream)
+            for _, markdown in step_markdown(step, report, config):
+                print("\n" + markdown)
+            results[step.name] = report
+            upstream = report if isinstance(report, list) else [report]
+    return results

@@ -1,0 +1,73 @@
+"""Source planning: each source file read, metadata-filtered and normalised in its own Ray task.
+
+The driver sees file names and row counts only: task i writes `raw/<source>/_plan/NNNNN.parquet`
+(`schema.PLAN_ROW`, sample ids computed there) and its completion record, so a source of any size
+is planned in the memory of one file, and a rerun replans only new or changed files.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pipelines import storage
+from pipelines.completion import CompletionLog, settings_hash
+from pipelines.layout import RawFolder, shard_name
+from pipelines.scheduler import run_bounded
+from pipelines.sources import SourceOptions, read_source_file, validate_source
+
+PLAN_ROW_GROUP = 65_536  # download tasks read their slice by row group
+
+
+def plan_settings(options: SourceOptions, path: str) -> dict:
+    return {"source": options.model_dump(mode="json", exclude={"paths"}), "file": path}
+
+
+def _plan_file(shared, unit: tuple[int, str]) -> int:
+    options, raw_url = shared
+    index, path = unit
+    raw = RawFolder(raw_url)
+    table, dropped = read_source_file(options, path)
+    storage.write_parquet(table, raw.plan_file(index), row_group_size=PLAN_ROW_GROUP)
+    covered = {"rows": table.num_rows, "dropped": dropped}
+    CompletionLog(raw.plan()).write(shard_name(index), plan_settings(options, path), covered)
+    return table.num_rows
+
+
+def plan_source(options: SourceOptions, raw: RawFolder, max_in_flight: int = 4,
+                num_cpus: float = 0.5) -> dict:  # fmt: skip
+    """Plans every file of a source (skipping files already planned with the same settings).
+
+    Returns:
+        `planned(raw, files)`.
+    """
+    files = validate_source(options)
+    log = CompletionLog(raw.plan())
+    units = {shard_name(i): (i, path) for i, path in enumerate(files)}
+    plan = log.plan(units, lambda unit: plan_settings(options, units[unit][1]))
+    if plan.todo:
+        print(plan.describe(f"plan {options.name}"))
+        run_bounded(_plan_file, [units[u] for u in plan.todo], shared=(options, raw.url),
+                    max_in_flight=max_in_flight, num_cpus=num_cpus,
+                    desc=f"plan {options.name} files")  # fmt: skip
+    return planned(raw, len(files))
+
+
+def planned(raw: RawFolder, files: int) -> dict | None:
+    """What the plan records of a source say (None while a file is not planned yet).
+
+    Returns:
+        {"inputs": [(plan file URL, rows)] in file order, "dropped": {reason: rows},
+         "id": {"hash", "rows"}: what identifies this plan in download records}.
+    """
+    log = CompletionLog(raw.plan())
+    inputs, dropped, hashes = [], Counter(), []
+    for index in range(files):
+        record = log.read(shard_name(index))
+        if record is None:
+            return None
+        inputs.append((raw.plan_file(index), record["covered"]["rows"]))
+        dropped.update(record["covered"]["dropped"])
+        hashes.append(record["settings_hash"])
+    rows = sum(n for _, n in inputs)
+    return {"inputs": inputs, "dropped": dict(dropped),
+            "id": {"hash": settings_hash(hashes), "rows": rows}}  # fmt: skip

@@ -1,0 +1,91 @@
+"""`evip status` on a half-finished run and `evip trace` of a repaired, deduplicated sample."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from flows.cli import main
+from flows.config import dump_run_config
+from flows.status import run_status, status_table
+from flows.steps import STEPS, run_step
+from pipelines import storage
+from pipelines.completion import CompletionLog
+from pipelines.filter_job import filter_sources
+from pipelines.layout import RunLayout
+from pipelines.trace import format_trace, trace_sample
+from tests.conftest import FABRICATED_SOURCES
+
+STEP = {s.name: s for s in STEPS}
+
+
+def _row(rows, step, source):
+    return next(r for r in rows if r["step"] == step and r["source"] == source)
+
+
+@pytest.mark.slow
+def test_status_of_a_half_finished_run(fabricated_run, tmp_path, capsys):
+    config = fabricated_run
+    layout = RunLayout(config.run_root)
+    rows = run_status(config)
+    download = _row(rows, "download", "laion-a")
+    assert download["complete"] == download["total"] == 6 and download["stale"] == 0
+    assert _row(rows, "plan", "coyo-c")["complete"] == 2
+    assert _row(rows, "recaption", "laion-a")["total"] is None  # not filtered yet
+
+    filter_sources(layout, list(FABRICATED_SOURCES), config.filter)
+    CompletionLog(layout.raw("laion-b")).clear("00001")  # a shard lost its record: redone next
+    changed = config.model_copy(update={"filter": config.filter.model_copy(
+        update={"min_side": 100})})  # fmt: skip
+    rows = run_status(changed)
+    assert _row(rows, "download", "laion-b")["complete"] == 5
+    filtered = _row(rows, "filter", "laion-a")
+    assert filtered["stale"] == 1 and "filter.min_side" in filtered["changed"]
+    assert _row(rows, "recaption", "laion-a")["complete"] == 0
+
+    broken = changed.model_copy(update={"teacher": changed.teacher.model_copy(
+        update={"path": str(tmp_path / "no-teacher")})})  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        run_step(STEP["recaption"], broken, "laion-a", [])
+    table = status_table(run_status(broken))
+    assert "| download | laion-b | 5 / 6 | in progress |" in table
+    assert "| filter | laion-a | 0 / 1 | 1 made with other settings (filter.min_side" in table
+    line = next(x for x in table.splitlines() if x.startswith("| recaption | laion-a"))
+    assert "no-teacher" in line  # the step's last error
+
+    path = tmp_path / "run.yaml"
+    path.write_text(dump_run_config(broken))
+    assert main(["status", "--config", str(path)]) == 0
+    assert "| plan | laion-a | 2 / 2 | complete |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_trace_shows_both_attempts_and_the_kept_copy(fabricated_run, tmp_path, capsys):
+    config = fabricated_run
+    layout = RunLayout(config.run_root)
+    filter_sources(layout, list(FABRICATED_SOURCES), config.filter)
+    # A sample repaired in laion-b (first attempt superseded) whose URL laion-a kept first.
+    keep = {s: storage.read_parquet(layout.filtered(s)).to_pylist() for s in FABRICATED_SOURCES}
+    superseded = {r["sample_id"] for r in keep["laion-b"] if r["reason"] == "superseded_by_repair"}
+    wanted = next(r["sample_id"] for r in keep["laion-b"]
+                  if r["reason"] == "duplicate_url" and r["sample_id"] in superseded)  # fmt: skip
+
+    trace = trace_sample(layout, list(FABRICATED_SOURCES), config.teacher.name, wanted)
+    by_source = {e["source"]: e for e in trace["sources"]}
+    attempts = by_source["laion-b"]["attempts"]
+    assert [a["verdict"] for a in attempts] == ["superseded_by_repair", "duplicate_url"]
+    assert attempts[0]["status"] != "success" and attempts[1]["status"] == "success"
+    assert attempts[1]["shard"] > attempts[0]["shard"]  # the repair's shard
+    copy = attempts[1]["kept_copy"]
+    assert copy["source"] == "laion-a"
+    assert [a["verdict"] for a in by_source["laion-a"]["attempts"]][-1] == "kept"
+    plan = by_source["laion-b"]["plan"][0]
+    assert plan["source_file"].endswith(".parquet") and plan["source_row"] >= 0
+
+    text = format_trace(trace)
+    assert "superseded_by_repair" in text and "kept copy instead: laion-a" in text
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    assert main(["trace", plan["url"], "--config", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == text
+    assert main(["trace", "http://nowhere.test/x.jpg", "--config", str(path)]) == 1
