@@ -17,7 +17,9 @@ DEMO = "configs/demo.yaml"
 
 def _outputs(config) -> dict:
     layout = RunLayout(config.run_root)
-    keep = {url.rsplit("/", 1)[1]: storage.read_parquet(url).to_pylist()
+    # img2dataset records a shard's attempts in the order its threads finish: compare by key.
+    keep = {url.rsplit("/", 1)[1]: sorted(storage.read_parquet(url).to_pylist(),
+                                          key=lambda row: row["key"])
             for url in storage.glob(storage.join(layout.filtered("synthetic"), "*.parquet"))}
     captions = {url.rsplit("/", 1)[1]: storage.read_parquet(url).to_pylist() for url in
                 storage.glob(storage.join(layout.captions("internvl", "synthetic"), "*.parquet"))}
