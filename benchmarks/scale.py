@@ -7,7 +7,10 @@ sizes and sha256, 3% repeated images, no images), with one real repair round. Ti
 source files read, metadata-filtered and normalised in Ray tasks) and the filter job (filters, then
 superseded attempts, URL and image duplicates over hash buckets). Each size runs in a fresh process
 with a fresh local Ray, so peaks are its own: the driver's `ru_maxrss`, and the largest peak RSS
-(VmHWM) of the Ray worker processes it started. Last lines: `rows_per_s` (at 10×N),
+(VmHWM) of the Ray worker processes it started. Every task has a cap (a source file, a shard, a
+group of shards, a hash bucket); the defaults are small enough that N already fills each task to
+its cap, so 10×N shows whether anything grows past them (at the library defaults, N would have to
+be millions of rows for that). Last lines: `rows_per_s` (at 10×N),
 `worker_memory_growth` and `driver_memory_growth` (peak at 10×N ÷ peak at N; goal ≤ 1.25 each).
 """
 
@@ -41,7 +44,8 @@ def _worker_peak_rss() -> int:
     return peak
 
 
-def run_one(rows: int, rows_per_file: int, per_shard: int) -> dict:
+def run_one(rows: int, rows_per_file: int, per_shard: int, shards_per_task: int,
+            rows_per_bucket: int) -> dict:  # fmt: skip
     """One size, in this process: fabricate, plan (timed), download (fabricated), filter (timed)."""
     from pipelines.download import DownloadOptions
     from pipelines.filter import FilterOptions
@@ -65,7 +69,8 @@ def run_one(rows: int, rows_per_file: int, per_shard: int) -> dict:
         planning = time.perf_counter() - start
         download_source(source, download, layout, make_downloader=FabricatedDownloader)
         start = time.perf_counter()
-        report = filter_sources(layout, ["laion"], FilterOptions())["laion"]
+        report = filter_sources(layout, ["laion"], FilterOptions(), shards_per_task=shards_per_task,
+                                rows_per_bucket=rows_per_bucket)["laion"]  # fmt: skip
         filtering = time.perf_counter() - start
         return {"rows": rows, "files": files, "planning_s": planning, "filter_s": filtering,
                 "rows_per_s": rows / (planning + filtering), "kept": report["filtered"]["kept"],
@@ -75,7 +80,9 @@ def run_one(rows: int, rows_per_file: int, per_shard: int) -> dict:
 
 def _measure(rows: int, args) -> dict:
     command = [sys.executable, "-m", "benchmarks.scale", "--one", str(rows),
-               "--rows-per-file", str(args.rows_per_file), "--per-shard", str(args.per_shard)]
+               "--rows-per-file", str(args.rows_per_file), "--per-shard", str(args.per_shard),
+               "--shards-per-task", str(args.shards_per_task),
+               "--rows-per-bucket", str(args.rows_per_bucket)]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True,
                             cwd=Path(__file__).parents[1])  # fmt: skip
     if result.returncode != 0:
@@ -87,11 +94,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="N (10×N runs too)")
     parser.add_argument("--rows-per-file", type=int, default=100_000)
-    parser.add_argument("--per-shard", type=int, default=10_000, help="samples per shard")
+    parser.add_argument("--per-shard", type=int, default=5_000, help="samples per shard")
+    parser.add_argument("--shards-per-task", type=int, default=4,
+                        help="shards per filter map/assemble task")
+    parser.add_argument("--rows-per-bucket", type=int, default=10_000,
+                        help="attempts per dedup hash bucket")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(run_one(args.one, args.rows_per_file, args.per_shard)))
+        print(json.dumps(run_one(args.one, args.rows_per_file, args.per_shard,
+                                 args.shards_per_task, args.rows_per_bucket)))
         return
     small, large = _measure(args.rows, args), _measure(10 * args.rows, args)
     mib = 2**20

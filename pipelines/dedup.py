@@ -22,6 +22,9 @@ from pipelines.schema import SUPERSEDED
 
 ROW_BITS = 24  # rows per shard < 16.7M
 DROPS = pa.schema([("pos", pa.int64()), ("reason", pa.string())])
+ATTEMPTS = pa.schema([("pos", pa.int64()), ("source", pa.int32()), ("sample_id", pa.string()),
+                      ("passed", pa.bool_()), ("sha256", pa.string())])  # fmt: skip
+SURVIVORS = pa.schema([("pos", pa.int64()), ("sha256", pa.string())])
 
 
 def positions(unit: int, rows: int) -> pa.Array:
@@ -70,7 +73,8 @@ def attempt_rows(metadata: pa.Table, reasons: pa.Array, unit: int, source: int) 
     sha = metadata["sha256"] if "sha256" in metadata.column_names else pa.nulls(n, pa.string())
     return pa.table({"pos": positions(unit, n), "source": pa.array([source] * n, pa.int32()),
                      "sample_id": metadata["sample_id"].cast(pa.string()),
-                     "passed": pc.is_null(reasons), "sha256": sha.cast(pa.string())})  # fmt: skip
+                     "passed": pc.is_null(reasons), "sha256": sha.cast(pa.string())},
+                    schema=ATTEMPTS)  # fmt: skip
 
 
 def _not_first(table: pa.Table, keys: list[str], how: str) -> pa.Array:
@@ -84,8 +88,7 @@ def _not_first(table: pa.Table, keys: list[str], how: str) -> pa.Array:
 def resolve_samples(rows: pa.Table, dedup_urls: bool) -> tuple[pa.Table, pa.Table]:
     """One sample-id bucket -> (drops: pos + reason, survivors: pos + sha256)."""
     if rows.num_rows == 0:
-        return DROPS.empty_table(), pa.table({"pos": pa.array([], pa.int64()),
-                                              "sha256": pa.array([], pa.string())})
+        return DROPS.empty_table(), SURVIVORS.empty_table()
     # As the single-process rule: an attempt gives way to one in a later shard (a repair).
     rows = rows.append_column("unit", pc.shift_right(rows["pos"], ROW_BITS))
     last = rows.group_by(["source", "sample_id"]).aggregate([("unit", "max")])
@@ -101,7 +104,7 @@ def resolve_samples(rows: pa.Table, dedup_urls: bool) -> tuple[pa.Table, pa.Tabl
         drops.append(pa.table({"pos": dup,
                                "reason": pa.array(["duplicate_url"] * len(dup), pa.string())}))
         candidates = candidates.filter(pc.invert(repeated))
-    return pa.concat_tables(drops).cast(DROPS), candidates.select(["pos", "sha256"])
+    return pa.concat_tables(drops).cast(DROPS), candidates.select(["pos", "sha256"]).cast(SURVIVORS)
 
 
 def resolve_images(rows: pa.Table) -> pa.Table:

@@ -4,9 +4,11 @@ A distributed job in four rounds of Ray tasks over hash buckets (`pipelines/dedu
 nothing per sample on the driver: (1) per group of shards, run the filters and send each attempt to
 its sample-id bucket; (2) per sample-id bucket, resolve superseded attempts and repeated URLs and
 send survivors to their image bucket; (3) per image bucket, resolve repeated images; (4) per group
-of shards, lay the decisions over the filter reasons and write each keep-list. Buckets travel
-through Ray's object store. The step's completion record (one per source folder, unit `filter`)
-names the filter settings and the download records it covered.
+of shards, lay the decisions over the filter reasons and write each keep-list. Buckets travel as
+Arrow IPC files under `filtered/_shuffle/` (batch i of a file is bucket i), not through the object
+store: Ray inlines small task results into the driver, which would put rows there. The step's
+completion record (one per source folder, unit `filter`) names the filter settings and the
+download records it covered.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import pyarrow.compute as pc
 from pipelines import storage
 from pipelines.completion import CompletionLog
 from pipelines.dedup import (
+    ATTEMPTS,
     DROPS,
+    SURVIVORS,
     apply_drops,
     attempt_rows,
     hex_buckets,
@@ -33,37 +37,61 @@ from pipelines.download import complete_shards, shard_metadata
 from pipelines.download_report import failure_reason
 from pipelines.filter import FilterOptions, verdicts
 from pipelines.layout import RunLayout, shard_name
+from pipelines.scheduler import releasing_memory
 from pipelines.schema import KEEP_LIST, SUPERSEDED
 
 UNIT = "filter"
 
 
-def _map_group(layout_root, units, options, buckets):
+def write_parts(parts: list[pa.Table], url: str) -> None:
+    """Arrow IPC file with record batch i = parts[i] (empty ones too): readers take one batch."""
+    schema = parts[0].schema
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, schema) as writer:
+        for part in parts:
+            table = part.combine_chunks()
+            writer.write_batch(table.to_batches()[0] if table.num_rows else
+                               pa.RecordBatch.from_pylist([], schema=schema))  # fmt: skip
+    storage.write_bytes(sink.getvalue().to_pybytes(), url)
+
+
+def read_part(urls: list[str], index: int, schema: pa.Schema) -> pa.Table:
+    """Batch `index` of each IPC file, concatenated (one hash bucket from every writer)."""
+    batches = []
+    for url in urls:
+        fs, path = storage.filesystem(url)
+        with fs.open(path, "rb") as handle:
+            batches.append(pa.ipc.open_file(handle).get_batch(index))
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def _map_group(layout_root, units, options, buckets, out):
     layout, filters, parts = RunLayout(layout_root), options.build(), []
     for unit, (source_index, source, shard) in units:
         metadata = shard_metadata(layout.raw_folder(source), shard)
         parts.append(attempt_rows(metadata, verdicts(metadata, filters), unit, source_index))
     rows = pa.concat_tables(parts)
-    return split(rows, hex_buckets(rows["sample_id"], buckets), buckets)
+    write_parts(split(rows, hex_buckets(rows["sample_id"], buckets), buckets), out)
 
 
-def _reduce_samples(options, buckets, groups, per_group, *parts):
-    drops, survivors = resolve_samples(pa.concat_tables(parts), options.dedup_urls)
+def _reduce_samples(options, bucket, inputs, buckets, groups, per_group, out_images, out_drops,
+                    *_after):  # fmt: skip
+    rows = read_part(inputs, bucket, ATTEMPTS)
+    drops, survivors = resolve_samples(rows, options.dedup_urls)
     if not options.dedup_images:
         survivors = survivors.slice(0, 0)
-    out = split(survivors, hex_buckets(survivors["sha256"], buckets), buckets)
-    return out + split(drops, unit_of(drops["pos"]) // per_group, groups)
+    write_parts(split(survivors, hex_buckets(survivors["sha256"], buckets), buckets), out_images)
+    write_parts(split(drops, unit_of(drops["pos"]) // per_group, groups), out_drops)
 
 
-def _reduce_images(groups, per_group, *parts):
-    drops = resolve_images(pa.concat_tables(parts))
-    out = split(drops, unit_of(drops["pos"]) // per_group, groups)
-    return out if groups > 1 else out[0]  # Ray stores one return value as itself
+def _reduce_images(bucket, inputs, groups, per_group, out, *_after):
+    drops = resolve_images(read_part(inputs, bucket, SURVIVORS))
+    write_parts(split(drops, unit_of(drops["pos"]) // per_group, groups), out)
 
 
-def _assemble(layout_root, units, options, *drops):
+def _assemble(layout_root, units, options, group, drop_files, *_after):
     layout, filters, counts = RunLayout(layout_root), options.build(), []
-    drops = pa.concat_tables([DROPS.empty_table(), *drops])
+    drops = read_part(drop_files, group, DROPS)
     for unit, (_, source, shard) in units:
         metadata = shard_metadata(layout.raw_folder(source), shard)
         reasons = apply_drops(verdicts(metadata, filters), drops, unit)
@@ -79,10 +107,6 @@ def _assemble(layout_root, units, options, *drops):
     return counts
 
 
-def _outputs(refs, n):
-    return refs if n > 1 else [refs]
-
-
 def filter_settings(layout: RunLayout, sources: list[str], options: FilterOptions) -> dict:
     inputs = {s: {shard_name(k): r["settings_hash"] for k, r in
                   ((int(u), r) for u, r in CompletionLog(layout.raw(s)).records().items())}
@@ -90,18 +114,21 @@ def filter_settings(layout: RunLayout, sources: list[str], options: FilterOption
     return {"filter": options.model_dump(), "sources": sources, "inputs": inputs}
 
 
-def bucket_count(rows: int, rows_per_bucket: int = 250_000) -> int:
-    """Hash buckets for `rows` attempts: enough that one bucket stays small, at least 16."""
-    return min(4096, max(16, math.ceil(rows / rows_per_bucket)))
+def bucket_count(rows: int, rows_per_bucket: int = 50_000) -> int:
+    """Hash buckets for `rows` attempts: as many as keep a bucket near `rows_per_bucket` rows, so
+    a reduce task's memory stays the same however large the run (at least 4, at most 4096)."""
+    return min(4096, max(4, math.ceil(rows / rows_per_bucket)))
 
 
 def filter_sources(layout: RunLayout, sources: list[str], options: FilterOptions,
-                   shards_per_task: int = 16, buckets: int | None = None) -> dict:  # fmt: skip
+                   shards_per_task: int = 16, buckets: int | None = None,
+                   rows_per_bucket: int = 50_000) -> dict:  # fmt: skip
     """Writes the keep-list of every downloaded shard of `sources`, deduplicated across them.
 
     Args:
         shards_per_task: shards one map or assemble task reads.
         buckets: hash buckets (None: `bucket_count` of the attempts in the download records).
+        rows_per_bucket: what `bucket_count` aims at.
 
     Returns:
         {source: {"filtered": {total, kept, <drop reason>: n}, "downloaded": {...}}};
@@ -125,22 +152,32 @@ def filter_sources(layout: RunLayout, sources: list[str], options: FilterOptions
         raise ValueError(f"nothing downloaded to filter in {sources}")
     if buckets is None:
         records = [CompletionLog(layout.raw(s)).records() for s in sources]
-        buckets = bucket_count(sum(r["covered"].get("rows", 0) for rs in records
-                                   for r in rs.values()))  # fmt: skip
+        rows = sum(r["covered"].get("rows", 0) for rs in records for r in rs.values())
+        buckets = bucket_count(rows, rows_per_bucket)
     groups = [units[i : i + shards_per_task] for i in range(0, len(units), shards_per_task)]
-    n_groups = max(1, len(groups))
-    task = ray.remote(num_cpus=0.5)
-    mapped = [_outputs(task(_map_group).options(num_returns=buckets).remote(
-        layout.root, g, options, buckets), buckets) for g in groups]  # fmt: skip
-    by_sample = [task(_reduce_samples).options(num_returns=buckets + n_groups).remote(
-        options, buckets, n_groups, shards_per_task, *[m[b] for m in mapped])
-        for b in range(buckets)]  # fmt: skip
-    by_image = [_outputs(task(_reduce_images).options(num_returns=n_groups).remote(
-        n_groups, shards_per_task, *[r[b] for r in by_sample]), n_groups)
-        for b in range(buckets)]  # fmt: skip
-    assembled = [task(_assemble).remote(
-        layout.root, g, options, *[r[buckets + i] for r in by_sample], *[r[i] for r in by_image])
-        for i, g in enumerate(groups)]  # fmt: skip
+    scratch = storage.join(layout.path("filtered"), "_shuffle")
+    storage.remove(scratch)
+
+    def files(phase, count):
+        return [storage.join(scratch, phase, f"{i:05d}.arrow") for i in range(count)]
+
+    def task(fn):
+        return ray.remote(num_cpus=0.5)(releasing_memory(fn))
+
+    # Each round's tasks take the previous round's task refs only to wait for them.
+    samples, images = files("samples", len(groups)), files("images", buckets)
+    drops, image_drops = files("drops", buckets), files("image-drops", buckets)
+    mapped = [task(_map_group).remote(layout.root, g, options, buckets, out)
+              for g, out in zip(groups, samples)]  # fmt: skip
+    by_sample = [task(_reduce_samples).remote(
+        options, b, samples, buckets, len(groups), shards_per_task, images[b], drops[b],
+        *mapped) for b in range(buckets)]  # fmt: skip
+    by_image = [task(_reduce_images).remote(b, images, len(groups), shards_per_task,
+                                            image_drops[b], *by_sample)
+                for b in range(buckets)]  # fmt: skip
+    assembled = [task(_assemble).remote(layout.root, g, options, i, drops + image_drops,
+                                        *by_image)
+                 for i, g in enumerate(groups)]  # fmt: skip
     totals = {s: {"filtered": Counter(), "downloaded": Counter()} for s in sources}
     kept = {s: {} for s in sources}
     for counts in _wait_all(ray, assembled, "filter shard groups"):
@@ -148,6 +185,7 @@ def filter_sources(layout: RunLayout, sources: list[str], options: FilterOptions
             totals[source]["filtered"].update(filtered)
             totals[source]["downloaded"].update(downloaded)
             kept[source][shard_name(shard)] = filtered.get("kept", 0)
+    storage.remove(scratch)
     report = {}
     for source in sources:
         filtered, downloaded = totals[source]["filtered"], totals[source]["downloaded"]

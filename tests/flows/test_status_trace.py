@@ -28,6 +28,8 @@ def _row(rows, step, source):
 def test_status_of_a_half_finished_run(fabricated_run, tmp_path, capsys):
     config = fabricated_run
     layout = RunLayout(config.run_root)
+    for source in FABRICATED_SOURCES:  # downloaded, not filtered yet
+        CompletionLog(layout.filtered(source)).clear("filter")
     rows = run_status(config)
     download = _row(rows, "download", "laion-a")
     shards = len(complete_shards(layout.raw_folder("laion-a")))
