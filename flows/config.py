@@ -34,7 +34,7 @@ class RunConfig(FrozenOptions):
     """One EViP campaign: where it writes, and the options of every step."""
 
     run_root: str = "./runs/demo"
-    """Root of everything the run writes (a local or mounted path; object-store URLs not yet)."""
+    """Root of everything the run writes: a local path or an fsspec URL (s3://bucket/run)."""
     ray: RayOptions = RayOptions()
     """Where the Ray jobs run: a local Ray, or a cluster address."""
     synthetic_web: SyntheticWebRun | None = None

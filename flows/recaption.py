@@ -12,17 +12,20 @@ from recaption.tiny_teacher import save_tiny_teacher
 
 
 def teacher_path(config: RunConfig) -> str:
-    """The configured checkpoint, or a tiny random InternVL written once under the run root."""
+    """The configured checkpoint, or a tiny random InternVL written once under the run root.
+
+    A local path or a URL: the Ray actors that load it copy a remote folder to their own node.
+    """
     if config.teacher.path is not None:
         if not storage.exists(storage.join(config.teacher.path, "config.json")):
             raise FileNotFoundError(f"teacher.path: no checkpoint at {config.teacher.path}")
         return config.teacher.path
     layout = RunLayout(config.run_root)
     settings = {"tiny_internvl": {"max_tiles": config.teacher.max_tiles, "seed": 0}}
-    path = model_folder(layout.teacher(), "tiny-internvl", settings,
-                        lambda local: save_tiny_teacher(local, max_tiles=config.teacher.max_tiles),
-                        layout.local_cache("teacher"))  # fmt: skip
-    return str(path)
+    model_folder(layout.teacher(), "tiny-internvl", settings,
+                 lambda local: save_tiny_teacher(local, max_tiles=config.teacher.max_tiles),
+                 layout.local_cache("teacher"))  # fmt: skip
+    return storage.join(layout.teacher(), "tiny-internvl")
 
 
 def recaption_sources(config: RunConfig):

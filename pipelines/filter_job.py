@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import storage
-from pipelines.completion import CompletionLog
+from pipelines.completion import CompletionLog, changed_keys
 from pipelines.dedup import (
     ATTEMPTS,
     DROPS,
@@ -143,6 +143,10 @@ def filter_sources(layout: RunLayout, sources: list[str], options: FilterOptions
         return {s: {k: v for k, v in c.items() if k != "kept_per_shard"}
                 for s, c in covered.items()}  # fmt: skip
     for source, log in logs.items():
+        previous = log.read(UNIT)
+        if previous is not None:
+            changed = ", ".join(changed_keys(previous["settings"], settings)[:6])
+            print(f"filter {source}: made with other settings ({changed}); redoing")
         log.clear(UNIT)
         for stale in storage.glob(storage.join(layout.filtered(source), "*.parquet")):
             storage.remove(stale)  # keep-lists of another filter run are never mixed with these

@@ -48,3 +48,29 @@ def model_folder(parent: str, name: str, settings: dict, write: Callable[[Path],
         (local / CACHE_MARK).write_text(wanted)
     log.write(name, settings, covered={"files": files})
     return local
+
+
+def local_model_folder(url: str, cache_dir: str | Path | None = None) -> Path:
+    """A model folder at `url` as a local path, copied once into a cache when `url` is remote.
+
+    Runs where the model is loaded (a Ray actor on any node), so only the folder's URL travels.
+    """
+    if storage.is_local(url):
+        return Path(url)
+    import hashlib
+    import os
+
+    cache = Path(cache_dir or os.environ.get("EVIP_CACHE", Path.home() / ".cache" / "evip"))
+    local = cache / "models" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    record = CompletionLog(url.rsplit("/", 1)[0]).read(url.rsplit("/", 1)[1])
+    wanted = record["settings_hash"] if record else "unrecorded"
+    from filelock import FileLock
+
+    mark = local / CACHE_MARK
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(local) + ".lock"):  # actors of one node share the copy
+        if not (mark.exists() and mark.read_text() == wanted):
+            shutil.rmtree(local, ignore_errors=True)
+            storage.get_folder(url, local)
+            mark.write_text(wanted)
+    return local

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines.model_folders import local_model_folder
 from pipelines.records import iter_kept_samples
 from recaption.cleaning import clean_caption
 from recaption.options import CleaningOptions, TeacherOptions
@@ -34,7 +35,7 @@ class Preprocess:
     """
 
     def __init__(self, teacher_path: str, options: TeacherOptions, backend: str = "transformers"):
-        self.inputs = TeacherInputs(teacher_path, options)
+        self.inputs = TeacherInputs(str(local_model_folder(teacher_path)), options)
         self.options, self.backend = options, backend
 
     def __call__(self, batch: dict) -> dict:
@@ -75,7 +76,7 @@ class Caption:
             import torch
 
             torch.set_num_threads(torch_threads)
-        self.teacher = build_teacher(teacher_path, options, backend)
+        self.teacher = build_teacher(str(local_model_folder(teacher_path)), options, backend)
         self.cleaning, self.backend = cleaning, backend
 
     def _generate_batch(self, batch: dict, rows: list[int]) -> list[str]:
