@@ -16,6 +16,7 @@ DEFAULT_CONFIG = "configs/demo.yaml"
 CONFIG_COMMANDS = {
     "ingest": "download (img2dataset on Ray), repair and filter every source",
     "recaption": "caption every kept image with the teacher (Ray Data actors)",
+    "stages": "build the curriculum's stage shards (S1.1, S1.2, S1.3) from keep-lists + captions",
     "run": "run the campaign as a Prefect flow: ingest, recaption, then the model",
     "serve": "register the campaign flow with Prefect and run what the UI triggers",
     "model-info": "parameter groups and active parameters per token",
@@ -50,9 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in CONFIG_COMMANDS.items():
         _add_config_args(commands.add_parser(name, help=help_text))
     trace = commands.add_parser(
-        "trace", help="one sample's lineage: source row, downloads, filter verdict, captions")
-    trace.add_argument("sample", help="a sample id (16 hex digits) or an image URL")
-    _add_config_args(trace)
+        "trace", help="one sample's lineage: source row, downloads, filter verdict, captions, "
+        "stage shards", usage="evip trace [--config FILE] [KEY=VALUE ...] SAMPLE")
+    trace.add_argument("--config", default=None, help="run config YAML")
+    trace.add_argument("words", nargs="+", metavar="[KEY=VALUE ...] SAMPLE",
+                       help="overrides, then a sample id (16 hex digits) or an image URL")
     convert = commands.add_parser(
         "convert", help="convert a checkpoint between evip's format and the official layout"
     )
@@ -77,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(describe_fields()))
             return 0
-        config = load_run_config(args.config, args.overrides)
         if args.command == "trace":
-            return _trace(config, args.sample)
+            config = load_run_config(args.config, args.words[:-1])
+            return _trace(config, args.words[-1])
+        config = load_run_config(args.config, args.overrides)
         _run(args.command, config)
     except (ConfigError, SourceError, FileNotFoundError) as error:
         print(f"evip: {error}", file=sys.stderr)
@@ -98,7 +102,7 @@ def _run(command: str, config) -> None:
 
         model, _, _ = build_model(config.model, llm_path(config))
         print(parameter_table(count_parameters(model)))
-    elif command in ("ingest", "recaption"):
+    elif command in ("ingest", "recaption", "stages"):
         from flows.steps import run_steps, runnable
 
         run_steps(config, runnable(command))

@@ -17,6 +17,7 @@ from pipelines.download import DownloadOptions
 from pipelines.filter import FilterOptions
 from pipelines.ray_runtime import RayOptions
 from pipelines.sources import SourceOptions
+from pipelines.stages.spec import StageShardOptions
 from pipelines.synthetic.catalog import SyntheticWebOptions
 from recaption.options import CleaningOptions, RecaptionJobOptions, TeacherOptions
 
@@ -51,6 +52,8 @@ class RunConfig(FrozenOptions):
     """What a teacher caption must look like to be kept."""
     recaption: RecaptionJobOptions = RecaptionJobOptions()
     """Layout of the recaption job on Ray Data."""
+    stages: StageShardOptions = StageShardOptions()
+    """The curriculum's data stages (S1.1 alt-text, S1.2 teacher captions, S1.3 tasks)."""
     model: ModelOptions = ModelOptions()
     """The model: start LLM, visual experts, visual tokenizer."""
 
@@ -62,6 +65,10 @@ class RunConfig(FrozenOptions):
         unknown = sorted(set(self.recaption.sources) - set(names))
         if unknown:
             raise ValueError(f"recaption.sources {unknown} are not sources of this run")
+        for stage in self.stages.stages:
+            unknown = sorted({s.name for s in stage.sources} - set(names))
+            if unknown:
+                raise ValueError(f"stages {stage.name}: sources {unknown} are not sources")
         if self.synthetic_web is not None and self.synthetic_web.source_name not in names:
             raise ValueError(
                 f"synthetic_web.source_name {self.synthetic_web.source_name!r} is not a source"

@@ -105,6 +105,42 @@ def _caption_settings(config, layout, source, unit):
     return caption_settings(config.teacher, config.cleaning, layout.filtered(source))
 
 
+# stages
+def _stage_units(config, layout, source):
+    return [spec.name for spec in config.stages.stages]
+
+
+def _stage_settings(config, layout, source, unit):
+    from pipelines.stages.build import stage_inputs, stage_settings
+
+    spec = next(s for s in config.stages.stages if s.name == unit)
+    teacher = config.teacher.name if spec.text in ("teacher_caption", "tasks") else None
+    try:
+        inputs = stage_inputs(layout, spec, [s.name for s in config.sources], teacher)
+    except ValueError:
+        return None  # earlier steps are not done
+    return stage_settings(spec, inputs)
+
+
+def _stages_report(report, config):
+    rows = ["| stage | samples | shards | per source | per task | fallback captions |",
+            "| --- | ---: | ---: | --- | --- | ---: |"]  # fmt: skip
+    for m in report["stages"]:
+        rows.append(f"| {m['stage']} | {m['samples']} | {len(m['shards'])} | {m['per_source']} "
+                    f"| {m['per_task']} | {m['fallback_captions']} |")  # fmt: skip
+    return "## stages\n\n" + "\n".join(rows)
+
+
+def _run_stages(config, source, upstream):
+    from pipelines.ray_runtime import ensure_ray
+    from pipelines.stages.build import build_stage
+
+    ensure_ray(config.ray)
+    layout, names = RunLayout(config.run_root), [s.name for s in config.sources]
+    return {"source": "run", "stages": [build_stage(layout, spec, names, config.teacher.name)
+                                         for spec in config.stages.stages]}  # fmt: skip
+
+
 # model
 def _model_settings(config, layout, source, unit):
     return {"model": config.model.model_dump(mode="json"), "stage": "init"}
@@ -159,6 +195,9 @@ STEPS = [
     Step("recaption", "caption each kept image with the teacher (Ray Data actors)", "recaption",
          True, False, _run_recaption, _caption_folder, _caption_units, _caption_settings,
          report=_recaption_report),
+    Step("stages", "build each curriculum stage's webdataset shards (Ray tasks)", "stages",
+         False, False, _run_stages, lambda c, lay, s: lay.stages(), _stage_units,
+         _stage_settings, settings_per_unit=True, report=_stages_report),
     Step("model", "build Mono-InternVL, caption, save and reload its checkpoints", "model",
          False, False, _run_model, lambda c, lay, s: lay.checkpoints(),
          lambda c, lay, s: ["init"] + ([] if c.model.experts.visual_attention_experts

@@ -1,7 +1,8 @@
 """`evip trace`: one sample's whole lineage, read back from the run's files by its sample id.
 
 Source row (plan) -> every download attempt (shards, repairs included) -> the filter's verdict on
-each attempt -> the caption(s); for a duplicate, the copy that was kept instead. Each lookup is a
+each attempt -> the caption(s) -> the stage shards that hold it; for a duplicate, the copy that was
+kept instead. Each lookup is a
 filtered parquet scan (row groups pushed down), so memory does not grow with the run.
 """
 
@@ -59,10 +60,36 @@ def trace_sample(layout: RunLayout, sources: list[str], teacher: str, query: str
         captions = _scan(layout.captions(teacher, source), "sample_id", sid)
         found.append({"source": source, "plan": plan, "attempts": attempts, "captions": captions})
     for entry in found:
+        entry["stage_shards"] = _stage_shards(layout, entry["source"], sid)
         for attempt in entry["attempts"]:
             if attempt["verdict"] in ("duplicate_url", "duplicate_image"):
                 attempt["kept_copy"] = _kept_copy(layout, sources, attempt)
     return {"sample_id": sid, "sources": found}
+
+
+def _stage_shards(layout: RunLayout, source: str, sid: str) -> list[dict]:
+    """Stage shards (any stage) that hold the sample from `source`."""
+    held = []
+    for folder in storage.glob(storage.join(layout.stages(), "*")):
+        index = storage.join(folder, "_index")
+        for row in _scan_files(storage.glob(storage.join(index, "shard-*.parquet")), sid):
+            if row["source"] == source:
+                held.append({"stage": folder.rstrip("/").rsplit("/", 1)[1], **row})
+    return held
+
+
+def _scan_files(files: list[str], sid: str) -> list[dict]:
+    if not files:
+        return []
+    fs, _ = storage.filesystem(files[0])
+    dataset = ds.dataset([storage.filesystem(f)[1] for f in files], filesystem=fs,
+                         format="parquet")  # fmt: skip
+    table = dataset.to_table(columns=[*dataset.schema.names, "__filename"],
+                             filter=pc.field("sample_id") == sid)  # fmt: skip
+    rows = table.to_pylist()
+    for row in rows:
+        row["stage_shard"] = row.pop("__filename").rsplit("/", 1)[1].split(".")[0]
+    return rows
 
 
 def _kept_copy(layout: RunLayout, sources: list[str], attempt: dict) -> dict | None:
@@ -102,4 +129,8 @@ def format_trace(trace: dict) -> str:
         for c in entry["captions"]:
             origin = f"alt-text fallback ({c['reason']})" if c["fallback"] else "teacher"
             lines.append(f"  caption ({origin}, prompt {c['prompt']!r}): {c['caption']!r}")
+        for s in entry.get("stage_shards", []):
+            lines.append(f"  stage {s['stage']}: {s['stage_shard']}.tar key {s['key']} "
+                         f"(task {s['task']}, from raw shard {s['raw_shard']:05d} key "
+                         f"{s['raw_key']})")  # fmt: skip
     return "\n".join(lines)

@@ -127,11 +127,11 @@ def fabricated_config(root, **overrides):
 
 @pytest.fixture(scope="session")
 def fabricated_run(tmp_path_factory, ray_local):
-    """Three LAION-shaped sources sharing URLs, downloaded (fabricated: no images) with one repair
-    round; returns the run config."""
+    """Three LAION-shaped sources sharing URLs, downloaded (fabricated: tiny gray JPEGs) with one
+    repair round; returns the run config."""
     from pipelines.ingest import download_source
     from pipelines.layout import RunLayout
-    from pipelines.synthetic.laion import FabricatedDownloader, write_laion_files
+    from pipelines.synthetic.laion import FabricatedDownloaderWithImages, write_laion_files
 
     root = tmp_path_factory.mktemp("fabricated")
     config = fabricated_config(root)
@@ -139,6 +139,6 @@ def fabricated_run(tmp_path_factory, ray_local):
         write_laion_files(str(root / source.name), rows=300, files=2, seed=index,
                           repeated_urls=0.03, first_id=200 * index)  # fmt: skip
         report = download_source(source, config.download, RunLayout(config.run_root),
-                                 make_downloader=FabricatedDownloader)  # fmt: skip
+                                 make_downloader=FabricatedDownloaderWithImages)  # fmt: skip
         assert report["repairs"][0]["retried"] > 0
     return config

@@ -66,6 +66,9 @@ def _unit_hash(values: list[str], salt: str) -> np.ndarray:
 class FabricatedDownloader:
     """img2dataset's Downloader interface: called with (shard, input slice URL) -> (ok, shard)."""
 
+    images = False
+    """Also write the shard's tar, a tiny JPEG (and the alt-text) per success."""
+
     def __init__(self, options, output_folder: str, column_list: list[str],
                  repeated_images: float = 0.03):  # fmt: skip
         self.output, self.column_list = output_folder, column_list
@@ -101,8 +104,31 @@ class FabricatedDownloader:
                 ("sha256", pa.array(sha, pa.string()))]:  # fmt: skip
             metadata = metadata.append_column(name, column)
         raw = RawFolder(self.output)
+        if self.images:
+            _write_tar(metadata, raw.shard(shard, "tar"))
         storage.write_parquet(metadata, raw.shard(shard, "parquet"))
         stats = {"count": n, "successes": int(ok.sum()), "failed_to_download": int(n - ok.sum())}
         storage.write_bytes(json.dumps(stats).encode(), raw.shard(shard, "_stats.json"))
         storage.remove(input_url)
         return True, shard
+
+
+class FabricatedDownloaderWithImages(FabricatedDownloader):
+    images = True
+
+
+def _write_tar(metadata: pa.Table, url: str) -> None:
+    import io
+
+    import webdataset as wds
+    from PIL import Image
+
+    buffer, image = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (8, 8), "gray").save(image, format="JPEG")
+    with wds.TarWriter(buffer) as tar:
+        for row in metadata.select(["key", "status", "caption", "sample_id"]).to_pylist():
+            if row["status"] == "success":
+                meta = json.dumps({"sample_id": row["sample_id"]}).encode()
+                tar.write({"__key__": row["key"], "jpg": image.getvalue(),
+                           "txt": row["caption"] or "", "json": meta})  # fmt: skip
+    storage.write_bytes(buffer.getvalue(), url)

@@ -19,7 +19,8 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("config", "ingest", "recaption", "run", "serve", "model-info", "convert"):
+    for command in ("config", "ingest", "recaption", "stages", "run", "serve", "model-info",
+                    "status", "trace", "convert"):
         assert command in out
 
 
@@ -49,6 +50,9 @@ def test_demo_runs_end_to_end_as_a_user_runs_it(tmp_path):
     assert (tmp_path / "checkpoints/init/model.safetensors").exists()
     assert (tmp_path / "checkpoints/init-official/config.json").exists()
     assert (tmp_path / "run_config.yaml").exists()
+    assert "## stages" in output and "| S1.3 |" in output
+    for stage in ("S1.1", "S1.2", "S1.3"):
+        assert (tmp_path / "stages" / stage / "shard-000000.tar").exists()
 
     converted = tmp_path / "back"
     result = subprocess.run(

@@ -116,7 +116,7 @@ def test_served_campaign_runs_when_triggered_and_publishes_reports(prefect_serve
         serve.wait()
     artifacts = _api(url, "/artifacts/filter", {})
     keys = {a["key"] for a in artifacts}
-    assert {"ingest-synthetic", "recaption-synthetic"} <= keys
+    assert {"ingest-synthetic", "recaption-synthetic", "stages-run"} <= keys
     ingest = next(a for a in artifacts if a["key"] == "ingest-synthetic")
     assert "| kept |" in ingest["data"]
     assert (tmp_path / "run" / "checkpoints" / "init" / "model.safetensors").exists()

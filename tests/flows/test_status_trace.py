@@ -13,7 +13,9 @@ from pipelines import storage
 from pipelines.completion import CompletionLog
 from pipelines.download import complete_shards
 from pipelines.filter_job import filter_sources
+from pipelines.ingest import download_source
 from pipelines.layout import RunLayout
+from pipelines.synthetic.laion import FabricatedDownloaderWithImages
 from pipelines.trace import format_trace, trace_sample
 from tests.conftest import FABRICATED_SOURCES
 
@@ -63,6 +65,12 @@ def test_status_of_a_half_finished_run(fabricated_run, tmp_path, capsys):
     assert main(["status", "--config", str(path)]) == 0
     assert "| plan | laion-a | 2 / 2 | complete |" in capsys.readouterr().out
 
+    # A rerun redoes exactly the shard that lost its record (and leaves the shared run whole).
+    source = next(s for s in config.sources if s.name == "laion-b")
+    again = download_source(source, config.download, layout,
+                            make_downloader=FabricatedDownloaderWithImages)  # fmt: skip
+    assert again["download"] == {"shards": 1, "skipped": b_shards - 2}
+
 
 @pytest.mark.slow
 def test_trace_shows_both_attempts_and_the_kept_copy(fabricated_run, tmp_path, capsys):
@@ -91,6 +99,7 @@ def test_trace_shows_both_attempts_and_the_kept_copy(fabricated_run, tmp_path, c
     assert "superseded_by_repair" in text and "kept copy instead: laion-a" in text
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    assert main(["trace", plan["url"], "--config", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["trace", "--config", str(path), plan["url"]]) == 0
     assert capsys.readouterr().out.strip() == text
-    assert main(["trace", "http://nowhere.test/x.jpg", "--config", str(path)]) == 1
+    assert main(["trace", "--config", str(path), "http://nowhere.test/x.jpg"]) == 1

@@ -1,0 +1,1 @@
+"""The training loader: stage shards -> tokenized, masked, packed batches with a resumable state."""
