@@ -103,7 +103,7 @@ def measure_step(config, steps: int, pack_tokens: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=600)
     parser.add_argument("--pack-tokens", type=int, default=8192, help="loader pack budget")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=2048)

@@ -111,15 +111,14 @@ def _stage_units(config, layout, source):
 
 
 def _stage_settings(config, layout, source, unit):
-    from pipelines.stages.build import stage_inputs, stage_settings
+    from pipelines.stages.build import resolve_stage
 
     spec = next(s for s in config.stages.stages if s.name == unit)
-    teacher = config.teacher.name if spec.text in ("teacher_caption", "tasks") else None
     try:
-        inputs = stage_inputs(layout, spec, [s.name for s in config.sources], teacher)
+        return resolve_stage(layout, spec, [s.name for s in config.sources],
+                             config.teacher.name)[2]  # fmt: skip
     except ValueError:
         return None  # earlier steps are not done
-    return stage_settings(spec, inputs)
 
 
 def _stages_report(report, config):

@@ -37,6 +37,11 @@ def exists(url: str | Path) -> bool:
     return fs.exists(path)
 
 
+def size(url: str | Path) -> int:
+    fs, path = filesystem(url)
+    return fs.size(path)
+
+
 def glob(pattern: str | Path) -> list[str]:
     """URLs matching `pattern`, sorted, with the pattern's protocol kept."""
     fs, path = filesystem(pattern)

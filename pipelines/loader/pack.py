@@ -31,14 +31,23 @@ class Encoded:
         return len(self.input_ids)
 
 
-def collate_pack(samples: list[Encoded], max_tokens: int, pad_id: int) -> dict:
-    """One packed row (batch of 1) of `max_tokens` tokens, padded at the end."""
-    ids, labels, positions, sample_ids = [], [], [], []
+def collate_pack(samples: list[Encoded], max_tokens: int, pad_id: int,
+                 loss_reduction: str = "token") -> dict:  # fmt: skip
+    """One packed row (batch of 1) of `max_tokens` tokens, padded at the end.
+
+    `loss_weights` weigh each learned token: 1 for a per-token mean ("token"), or 1/sqrt(the
+    sample's learned tokens) for InternVL's square-root averaging ("sqrt"), which keeps long
+    answers from drowning short ones; the loss is sum(w * l) / sum(w).
+    """
+    ids, labels, positions, sample_ids, weights = [], [], [], [], []
     for index, sample in enumerate(samples):
         ids += sample.input_ids
         labels += sample.labels
         positions += list(range(len(sample)))
         sample_ids += [index] * len(sample)
+        learned = sum(label != IGNORE for label in sample.labels)
+        weight = 1.0 if loss_reduction == "token" else 1.0 / max(1, learned) ** 0.5
+        weights += [weight if label != IGNORE else 0.0 for label in sample.labels]
     pad = max_tokens - len(ids)
     if pad < 0:
         raise ValueError(f"pack of {len(ids)} tokens exceeds {max_tokens}")
@@ -49,6 +58,7 @@ def collate_pack(samples: list[Encoded], max_tokens: int, pad_id: int) -> dict:
         "position_ids": torch.tensor([positions + [0] * pad]),
         "sample_ids": torch.tensor([sample_ids + [len(samples)] * pad]),
         "attention_mask": torch.tensor([[1] * len(ids) + [0] * pad]),
+        "loss_weights": torch.tensor([weights + [0.0] * pad]),
         "pixel_values": torch.from_numpy(np.concatenate(tiles)) if tiles else None,
         "num_samples": len(samples),
         "num_tokens": len(ids),

@@ -28,8 +28,11 @@ class StageLoader:
 
     def __init__(self, shards: list[str], tokenizer, processor, *, max_patches: int,
                  max_tokens: int, rank: int = 0, world: int = 1, seed: int = 0,
-                 buffer_size: int = 32, epochs: int | None = 1,
+                 buffer_size: int = 32, epochs: int | None = 1, loss_reduction: str = "token",
                  report: Callable[[str], None] = print):  # fmt: skip
+        if loss_reduction not in ("token", "sqrt"):
+            raise ValueError(f"loss_reduction must be token or sqrt, got {loss_reduction!r}")
+        self.loss_reduction = loss_reduction
         self.mine = [url for i, url in enumerate(sorted(shards)) if i % world == rank]
         self.tokenizer, self.processor, self.report = tokenizer, processor, report
         self.max_patches, self.max_tokens, self.seed = max_patches, max_tokens, seed
@@ -113,7 +116,7 @@ class StageLoader:
                 pack = ready.pop(0)
                 state["ready"] = [[s.position for s in p] for p in ready]
                 state["buffer"] = [s.position for s in packer.buffer]
-                yield collate_pack(pack, self.max_tokens, self.pad_id)
+                yield collate_pack(pack, self.max_tokens, self.pad_id, self.loss_reduction)
 
         yield from emit()
         while self.epochs is None or state["epoch"] < self.epochs:

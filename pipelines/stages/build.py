@@ -31,6 +31,7 @@ from pipelines.filter_job import read_part, write_parts
 from pipelines.layout import RunLayout, shard_name
 from pipelines.records import iter_tar
 from pipelines.scheduler import run_bounded
+from pipelines.stages.instructions import chunks, read_meta, read_rows
 from pipelines.stages.render import render, uniform
 from pipelines.stages.spec import StageSpec
 
@@ -88,7 +89,28 @@ def _map_shard(shared, unit) -> list[int]:
     table = pa.Table.from_pylist(rows, schema=ROWS)
     labels = np.minimum((table["order"].to_numpy() * buckets).astype(np.int64), buckets - 1)
     write_parts(split(table, labels, buckets), _part_file(scratch, source, shard))
-    return np.bincount(labels, minlength=buckets).tolist()
+    return {"buckets": np.bincount(labels, minlength=buckets).tolist(), "errors": []}
+
+
+def _map_chunk(shared, unit) -> dict:
+    """S2: annotation lines [start, stop) of one instruction dataset into the shuffle buckets."""
+    datasets, spec, buckets, scratch = shared
+    name, start, stop = unit
+    rows, errors = [], []
+    for line, row, image, error in read_rows(datasets[name], name, start, stop, spec.seed):
+        if error is not None:
+            errors.append(error)
+            continue
+        sample_id = f"{name}/{row.get('id', line)}/{row['copy']}"
+        rows.append({"order": uniform(spec.seed, f"order/{spec.name}", sample_id),
+                     "sample_id": sample_id, "source": name, "raw_shard": line,
+                     "raw_key": str(row.get("id", line)), "task": "conversation",
+                     "fallback": False, "conversations": json.dumps(row["conversations"]),
+                     "jpg": image})  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=ROWS)
+    labels = np.minimum((table["order"].to_numpy() * buckets).astype(np.int64), buckets - 1)
+    write_parts(split(table, labels, buckets), _part_file(scratch, name, start))
+    return {"buckets": np.bincount(labels, minlength=buckets).tolist(), "errors": errors}
 
 
 def _part_file(scratch: str, source: str, shard: int) -> str:
@@ -109,8 +131,10 @@ def _write_shard(shared, unit) -> dict:
         for i, row in enumerate(table.to_pylist()):
             meta = {"stage": spec_name, "conversations": json.loads(row["conversations"]),
                     **{k: row[k] for k in ("sample_id", "source", "raw_shard", "raw_key", "task")}}
-            tar.write({"__key__": f"{index:06d}{i:06d}", "jpg": row["jpg"],
-                       "json": json.dumps(meta).encode()})  # fmt: skip
+            sample = {"__key__": f"{index:06d}{i:06d}", "json": json.dumps(meta).encode()}
+            if row["jpg"] is not None:  # text-only rows have no image
+                sample["jpg"] = row["jpg"]
+            tar.write(sample)
     data = buffer.getvalue()
     name = stage_shard_name(index)
     index_rows = table.select(["sample_id", "source", "raw_shard", "raw_key", "task"])
@@ -166,11 +190,24 @@ def stage_inputs(layout: RunLayout, spec: StageSpec, sources: list[str],
     return inputs
 
 
-def stage_settings(spec: StageSpec, inputs: dict) -> dict:
-    """What a stage's records carry: its spec and the records of its keep-lists and captions."""
-    return {"spec": spec.model_dump(mode="json"),
-            "inputs": {s: {k: v[k] for k in ("keep_lists", "captions")}
-                       for s, v in inputs.items()}}  # fmt: skip
+def resolve_stage(layout: RunLayout, spec: StageSpec, sources: list[str], teacher: str):
+    """(teacher the stage reads or None, its inputs, the settings its records carry).
+
+    The settings are the spec and what it reads: the keep-lists' and captions' records, or the
+    instruction datasets (annotation, repeat, size).
+
+    Raises:
+        ValueError: an input is not ready (not filtered, not captioned) or missing.
+    """
+    teacher_name = teacher if spec.text in ("teacher_caption", "tasks") else None
+    if spec.text == "conversations":
+        inputs = {name: {"annotation": e["annotation"], "repeat_time": e["repeat_time"],
+                         "bytes": storage.size(e["annotation"])}
+                  for name, e in read_meta(spec.meta).items()}  # fmt: skip
+        return teacher_name, inputs, {"spec": spec.model_dump(mode="json"), "inputs": inputs}
+    inputs = stage_inputs(layout, spec, sources, teacher_name)
+    records = {s: {k: v[k] for k in ("keep_lists", "captions")} for s, v in inputs.items()}
+    return teacher_name, inputs, {"spec": spec.model_dump(mode="json"), "inputs": records}
 
 
 def build_stage(layout: RunLayout, spec: StageSpec, sources: list[str], teacher: str,
@@ -180,9 +217,7 @@ def build_stage(layout: RunLayout, spec: StageSpec, sources: list[str], teacher:
     Returns:
         the manifest: shards (name, samples, sha256), samples per source and task, fallbacks.
     """
-    teacher_name = teacher if spec.text in ("teacher_caption", "tasks") else None
-    inputs = stage_inputs(layout, spec, sources, teacher_name)
-    settings = stage_settings(spec, inputs)
+    teacher_name, inputs, settings = resolve_stage(layout, spec, sources, teacher)
     stages, folder = CompletionLog(layout.stages()), layout.stages(spec.name)
     if stages.is_complete(spec.name, settings):
         return stages.read(spec.name)["covered"]
@@ -192,18 +227,30 @@ def build_stage(layout: RunLayout, spec: StageSpec, sources: list[str], teacher:
         log.clear(stale)
         storage.remove(storage.join(folder, f"{stale}.tar"))
         storage.remove(storage.join(folder, "_index", f"{stale}.parquet"))
-    # As many samples as the weights allow without drawing any source twice (or `samples`).
-    target = spec.samples or min(v["kept"] / v["weight"] for v in inputs.values() if v["kept"])
-    probability = {s: min(1.0, target * v["weight"] / v["kept"]) if v["kept"] else 0.0
-                   for s, v in inputs.items()}  # fmt: skip
-    buckets = max(1, math.ceil(target / rows_per_bucket))
     scratch = storage.join(folder, "_shuffle")
-    units = [(s, shard) for s, v in inputs.items() for shard in v["shards"]]
-    counts = run_bounded(_map_shard, units, max_in_flight=max_in_flight,
-                         shared=(layout.root, spec, teacher_name, probability, buckets, scratch),
-                         desc=f"{spec.name} raw shards")  # fmt: skip
-    bucket_rows = np.sum([counts[u] for u in units], axis=0).astype(int).tolist()
-    files = [_part_file(scratch, s, shard) for s, shard in units]
+    if spec.text == "conversations":
+        datasets = read_meta(spec.meta)
+        units = chunks(datasets)
+        expected = sum(datasets[n]["repeat_time"] * (stop - start) for n, start, stop in units)
+        buckets = max(1, math.ceil(expected / rows_per_bucket))
+        results = run_bounded(_map_chunk, units, shared=(datasets, spec, buckets, scratch),
+                              max_in_flight=max_in_flight, desc=f"{spec.name} annotation chunks")
+        files = [_part_file(scratch, name, start) for name, start, _ in units]
+    else:
+        # As many samples as the weights allow without drawing any source twice (or `samples`).
+        target = spec.samples or min(v["kept"] / v["weight"] for v in inputs.values() if v["kept"])
+        probability = {s: min(1.0, target * v["weight"] / v["kept"]) if v["kept"] else 0.0
+                       for s, v in inputs.items()}  # fmt: skip
+        buckets = max(1, math.ceil(target / rows_per_bucket))
+        units = [(s, shard) for s, v in inputs.items() for shard in v["shards"]]
+        results = run_bounded(_map_shard, units, max_in_flight=max_in_flight,
+                              shared=(layout.root, spec, teacher_name, probability, buckets,
+                                      scratch), desc=f"{spec.name} raw shards")  # fmt: skip
+        files = [_part_file(scratch, s, shard) for s, shard in units]
+    errors = [e for u in units for e in results[u]["errors"]]
+    for error in errors[:20]:
+        print(f"stage {spec.name}: skipping {error}")
+    bucket_rows = np.sum([results[u]["buckets"] for u in units], axis=0).astype(int).tolist()
     pieces = shard_pieces(bucket_rows, spec.samples_per_shard)
     names = [stage_shard_name(i) for i in range(len(pieces))]
     todo = set(log.plan(names, settings).todo)
@@ -220,6 +267,7 @@ def build_stage(layout: RunLayout, spec: StageSpec, sources: list[str], teacher:
                 "shards": [{k: s[k] for k in ("name", "samples", "sha256")} for s in shards],
                 "per_source": dict(per_source), "per_task": dict(per_task),
                 "fallback_captions": sum(s["fallback_captions"] for s in shards),
+                "malformed_rows": len(errors),
                 "max_patches": spec.max_patches}  # fmt: skip
     stages.write(spec.name, settings, manifest)
     return manifest

@@ -32,8 +32,9 @@ class StageSpec(FrozenOptions):
 
     name: str
     """Stage name, used in paths (stages/<name>/)."""
-    text: Literal["alt_text", "teacher_caption", "tasks"]
-    """What the answer is: the alt-text, the teacher caption, or a task of `tasks`."""
+    text: Literal["alt_text", "teacher_caption", "tasks", "conversations"]
+    """What the answer is: the alt-text, the teacher caption, a task of `tasks`, or the
+    conversations of instruction data (`meta`)."""
     sources: list[StageSource] = []
     """Sources and weights; empty: every source of the run, equal weights."""
     prompt: str = CONCEPT_PROMPT
@@ -42,6 +43,8 @@ class StageSpec(FrozenOptions):
     """Share of each task for `tasks` stages (captioning, grounding, OCR)."""
     max_patches: int = Field(1280, gt=0)
     """Most image patches (28×28 px visual tokens) per sample in this stage."""
+    meta: str | None = None
+    """For `conversations`: an InternVL-style meta JSON of instruction datasets (LLaVA JSONL)."""
     samples: int | None = Field(None, gt=0)
     """Samples in the stage; None: as many as the weights allow without reusing any."""
     samples_per_shard: int = Field(1000, gt=0)
@@ -55,6 +58,8 @@ class StageSpec(FrozenOptions):
             raise ValueError("a `tasks` stage needs `tasks` with positive shares")
         if self.text != "tasks" and self.tasks:
             raise ValueError(f"`tasks` only applies to text: tasks (this stage: {self.text})")
+        if (self.text == "conversations") != (self.meta is not None):
+            raise ValueError("`meta` goes with text: conversations, and it needs one")
         if any(v < 0 for v in self.tasks.values()):
             raise ValueError("task shares must be >= 0")
         names = [s.name for s in self.sources]

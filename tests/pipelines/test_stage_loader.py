@@ -150,3 +150,17 @@ def test_truncated_shard_and_bad_image_are_reported_and_skipped(tmp_path, tokeni
     assert loader.skipped["truncated_shard"] == 1 and loader.skipped["bad_image"] == 1
     assert any("shard-000001.tar unreadable" in m for m in messages)
     assert any("shard-000002.tar key 000002000000: bad_image" in m for m in messages)
+
+
+def test_square_root_averaging_weighs_each_sample_by_its_answer_length(tmp_path, tokenizer,
+                                                                       processor):  # fmt: skip
+    urls = write_stage(tmp_path, shards=1, per_shard=4)
+    pack = next(iter(_loader(urls, tokenizer, processor, loss_reduction="sqrt")))
+    weights, labels = pack["loss_weights"][0], pack["labels"][0]
+    assert ((weights > 0) == (labels != IGNORE)).all()
+    for index in range(pack["num_samples"]):
+        mine = (pack["sample_ids"][0] == index) & (labels != IGNORE)
+        assert torch.allclose(weights[mine], torch.full_like(weights[mine],
+                                                             1 / mine.sum().item() ** 0.5))
+    plain = next(iter(_loader(urls, tokenizer, processor)))
+    assert torch.equal(plain["loss_weights"][0], (plain["labels"][0] != IGNORE).float())

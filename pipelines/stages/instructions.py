@@ -1,0 +1,106 @@
+"""S2 instruction data in the format the Mono-InternVL / InternVL fine-tuning scripts read.
+
+A meta JSON names datasets: `{name: {"root": image folder, "annotation": LLaVA-style JSONL,
+"data_augment": bool, "repeat_time": float, "length": rows}}`. Each JSONL line is
+`{"id", "image" (relative to root; absent for a text-only row), "conversations": [{"from":
+"human", "value": "<image>\\n…"}, {"from": "gpt", "value": "…"}, …]}`. `repeat_time` repeats a
+row (integer part) and keeps each row once more with the fractional part's probability, drawn per
+row from the seed, so 0.5 keeps about half, deterministically, without reading the file twice.
+A malformed line is reported with file and line, counted, and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from pipelines import storage
+from pipelines.stages.render import uniform
+
+CHUNK_LINES = 2000
+"""Annotation lines one builder task reads."""
+
+
+class MetaError(ValueError):
+    """A meta JSON that cannot be used (missing file or field); raised before any work."""
+
+
+def read_meta(path: str) -> dict[str, dict]:
+    """The meta JSON's datasets, checked: annotation exists, repeat_time ≥ 0."""
+    if not storage.exists(path):
+        raise MetaError(f"instruction meta {path} does not exist")
+    meta = storage.read_json(path)
+    base = path.rsplit("/", 1)[0]
+    datasets = {}
+    for name, entry in meta.items():
+        missing = [k for k in ("annotation",) if k not in entry]
+        if missing:
+            raise MetaError(f"{path}: dataset {name!r} lacks {missing}")
+        annotation = entry["annotation"]
+        if not annotation.startswith("/") and "://" not in annotation:
+            annotation = storage.join(base, annotation)
+        if not storage.exists(annotation):
+            raise MetaError(f"{path}: dataset {name!r}: annotation {annotation} does not exist")
+        root = entry.get("root", "")
+        if root and not root.startswith("/") and "://" not in root:
+            root = storage.join(base, root)
+        repeat = float(entry.get("repeat_time", 1.0))
+        if repeat < 0:
+            raise MetaError(f"{path}: dataset {name!r}: repeat_time must be >= 0")
+        datasets[name] = {"root": root, "annotation": annotation, "repeat_time": repeat,
+                          "length": entry.get("length")}  # fmt: skip
+    return datasets
+
+
+def line_count(url: str) -> int:
+    fs, path = storage.filesystem(url)
+    with fs.open(path, "rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def chunks(datasets: dict[str, dict]) -> list[tuple[str, int, int]]:
+    """(dataset, first line, end line) units of at most CHUNK_LINES lines."""
+    units = []
+    for name, entry in datasets.items():
+        length = entry["length"] or line_count(entry["annotation"])
+        units += [(name, start, min(length, start + CHUNK_LINES))
+                  for start in range(0, length, CHUNK_LINES)]  # fmt: skip
+    return units
+
+
+def copies(repeat_time: float, seed: int, name: str, line: int) -> int:
+    """How many times line `line` of dataset `name` is used."""
+    whole, fraction = math.floor(repeat_time), repeat_time - math.floor(repeat_time)
+    return whole + (1 if uniform(seed, f"repeat/{name}", str(line)) < fraction else 0)
+
+
+def read_rows(entry: dict, name: str, start: int, stop: int, seed: int):
+    """Yields (line, row, image bytes or None, error or None) for lines [start, stop)."""
+    fs, path = storage.filesystem(entry["annotation"])
+    with fs.open(path, "rb") as handle:
+        for line, raw in enumerate(handle):
+            if line < start:
+                continue
+            if line >= stop:
+                break
+            n = copies(entry["repeat_time"], seed, name, line)
+            if n == 0:
+                continue
+            where = f"{entry['annotation']}:{line + 1}"
+            try:
+                row = json.loads(raw)
+                talk = row["conversations"]
+                if not talk or not all({"from", "value"} <= set(t) for t in talk):
+                    raise ValueError("conversations need from/value turns")
+                image = None
+                if row.get("image"):
+                    image_url = storage.join(entry["root"], row["image"]) if entry["root"] \
+                        else row["image"]  # fmt: skip
+                    fs_image, image_path = storage.filesystem(image_url)
+                    with fs_image.open(image_path, "rb") as image_file:
+                        image = image_file.read()
+            except Exception as error:  # a malformed line: reported, counted, skipped
+                yield line, None, None, f"{where}: {type(error).__name__}: {error}"
+                continue
+            for copy in range(n):
+                yield line, {**row, "copy": copy}, image, None

@@ -1,0 +1,79 @@
+"""S2 instruction data: an InternVL meta JSON with a fractional repeat_time, text-only rows and
+malformed rows (reported with file and line, counted, skipped), into stage shards."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from pipelines.layout import RunLayout
+from pipelines.stages.build import build_stage
+from pipelines.stages.instructions import MetaError, copies, read_meta
+from pipelines.stages.spec import StageSpec
+
+
+def _write_meta(folder: Path) -> Path:
+    (folder / "images").mkdir(parents=True)
+    Image.new("RGB", (64, 48), "blue").save(folder / "images" / "a.jpg")
+    vqa = []
+    for i in range(200):
+        vqa.append({"id": f"vqa-{i}", "image": "a.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nwhat colour?"}, {"from": "gpt", "value": "blue"},
+            {"from": "human", "value": "sure?"}, {"from": "gpt", "value": "yes"}]})
+    lines = [json.dumps(r) for r in vqa]
+    (folder / "vqa.jsonl").write_text("\n".join(lines) + "\n")
+    text = [json.dumps({"id": f"t-{i}", "conversations": [{"from": "human", "value": "hi"},
+                        {"from": "gpt", "value": f"hello {i}"}]}) for i in range(10)]
+    text.insert(3, "{not json")
+    text.insert(6, json.dumps({"id": "img-missing", "image": "nope.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nx"}, {"from": "gpt", "value": "y"}]}))
+    (folder / "text.jsonl").write_text("\n".join(text) + "\n")
+    meta = {"vqa": {"root": "images", "annotation": "vqa.jsonl", "data_augment": False,
+                    "repeat_time": 0.5, "length": 200},
+            "chat": {"root": "images", "annotation": "text.jsonl", "data_augment": False,
+                     "repeat_time": 2, "length": 12}}  # fmt: skip
+    path = folder / "meta.json"
+    path.write_text(json.dumps(meta))
+    return path
+
+
+def test_repeat_time_is_a_per_row_draw():
+    assert copies(2.0, 0, "d", 5) == 2 and copies(0.0, 0, "d", 5) == 0
+    kept = sum(copies(0.25, 0, "d", line) for line in range(4000))
+    assert abs(kept / 4000 - 0.25) < 0.03
+
+
+def test_bad_meta_fails_before_any_work(tmp_path):
+    with pytest.raises(MetaError, match="does not exist"):
+        read_meta(str(tmp_path / "none.json"))
+    (tmp_path / "m.json").write_text(json.dumps({"d": {"annotation": "missing.jsonl"}}))
+    with pytest.raises(MetaError, match="annotation"):
+        read_meta(str(tmp_path / "m.json"))
+
+
+@pytest.mark.slow
+def test_s2_stage_from_a_meta_json(ray_local, tmp_path, capsys):
+    meta = _write_meta(tmp_path / "data")
+    spec = StageSpec(name="S2", text="conversations", meta=str(meta), max_patches=6400,
+                     samples_per_shard=40)  # fmt: skip
+    layout = RunLayout(tmp_path / "run")
+    manifest = build_stage(layout, spec, [], "internvl")
+    half = sum(copies(0.5, 0, "vqa", line) for line in range(200))
+    assert manifest["per_source"] == {"vqa": half, "chat": 20}  # 10 good text rows, twice
+    assert manifest["malformed_rows"] == 2  # each bad line counted once
+    out = capsys.readouterr().out
+    assert "text.jsonl:4: JSONDecodeError" in out and "text.jsonl:7: FileNotFoundError" in out
+    tars = sorted(str(p) for p in (tmp_path / "run/stages/S2").glob("shard-*.tar"))
+    samples = list(wds.WebDataset(tars, shardshuffle=False))
+    text_only = [s for s in samples if "jpg" not in s]
+    assert len(text_only) == 20 and len(samples) == half + 20
+    with_image = next(s for s in samples if "jpg" in s)
+    assert Image.open(io.BytesIO(with_image["jpg"])).size == (64, 48)
+    talk = json.loads(with_image["json"])["conversations"]
+    assert [t["value"] for t in talk if t["from"] == "gpt"] == ["blue", "yes"]
+    assert build_stage(layout, spec, [], "internvl") == manifest  # unchanged: nothing to do
