@@ -136,8 +136,26 @@ def _run_stages(config, source, upstream):
 
     ensure_ray(config.ray)
     layout, names = RunLayout(config.run_root), [s.name for s in config.sources]
+    _demo_instructions(config, layout)
     return {"source": "run", "stages": [build_stage(layout, spec, names, config.teacher.name)
                                          for spec in config.stages.stages]}  # fmt: skip
+
+
+def _demo_instructions(config, layout) -> None:
+    """The demo's S2 data: conversations from the synthetic web's ground truth, written once
+    where a conversations stage expects its meta JSON."""
+    from pipelines.synthetic.instructions import write_demo_instructions
+
+    web = config.synthetic_web
+    wanted = [s.meta for s in config.stages.stages if s.text == "conversations"]
+    if web is None or not wanted or all(storage.exists(m) for m in wanted):
+        return
+    record = CompletionLog(layout.filtered(web.source_name)).read(FILTER_UNIT)
+    shards = [int(k) for k, n in record["covered"]["kept_per_shard"].items() if n]
+    meta = write_demo_instructions(layout, web.source_name, shards)
+    for path in wanted:
+        if path != meta and not storage.exists(path):
+            raise ValueError(f"stages: meta {path} does not exist (the demo writes {meta})")
 
 
 # model

@@ -7,7 +7,8 @@
 <root>/raw/<source>/NNNNN.{tar,parquet}           img2dataset's shard (+ _stats.json)
 <root>/filtered/<source>/NNNNN.parquet            keep-list of raw shard NNNNN
 <root>/captions/<teacher>/<source>/NNNNN.parquet  teacher captions of raw shard NNNNN
-<root>/stages/<stage>/                            curriculum stage shards
+<root>/stages/<stage>/shard-NNNNNN.tar            curriculum stage shards (+ _index/)
+<root>/instructions/meta.json                     S2 instruction data (the demo's is made here)
 <root>/checkpoints/<name>/  <root>/llm/<name>/  <root>/teacher/<name>/   model folders
 <root>/reports/                                   figures and tables
 ```
