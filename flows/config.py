@@ -19,6 +19,7 @@ from pipelines.ray_runtime import RayOptions
 from pipelines.sources import SourceOptions
 from pipelines.stages.spec import StageShardOptions
 from pipelines.synthetic.catalog import SyntheticWebOptions
+from pipelines.train.schedule import TrainOptions
 from recaption.options import CleaningOptions, RecaptionJobOptions, TeacherOptions
 
 
@@ -54,6 +55,8 @@ class RunConfig(FrozenOptions):
     """Layout of the recaption job on Ray Data."""
     stages: StageShardOptions = StageShardOptions()
     """The curriculum's data stages (S1.1 alt-text, S1.2 teacher captions, S1.3 tasks)."""
+    train: TrainOptions = TrainOptions()
+    """Training through the curriculum: per-stage schedule, workers, DeepSpeed."""
     model: ModelOptions = ModelOptions()
     """The model: start LLM, visual experts, visual tokenizer."""
 
@@ -69,6 +72,11 @@ class RunConfig(FrozenOptions):
             unknown = sorted({s.name for s in stage.sources} - set(names))
             if unknown:
                 raise ValueError(f"stages {stage.name}: sources {unknown} are not sources")
+        data_stages = [s.name for s in self.stages.stages]
+        for index, stage in enumerate(self.train.stages):
+            if stage.name not in data_stages:
+                raise ValueError(f"train.stages[{index}]: {stage.name!r} is not a data stage "
+                                 f"(stages.stages: {data_stages})")  # fmt: skip
         if self.synthetic_web is not None and self.synthetic_web.source_name not in names:
             raise ValueError(
                 f"synthetic_web.source_name {self.synthetic_web.source_name!r} is not a source"

@@ -6,9 +6,31 @@ them as UI forms. `flows/` composes this section into the run config; nothing he
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+GROUPS = (
+    "patch_embed",
+    "visual_ffn",
+    "visual_attention",
+    "attention",
+    "text_ffn",
+    "embeddings",
+    "lm_head",
+    "norms",
+)
+"""Named parameter groups a curriculum stage trains (`model/param_groups.py` maps parameters)."""
+
+
+def check_group_names(groups: Iterable[str]) -> list[str]:
+    """Returns the names as a list, or raises listing the valid ones."""
+    groups = list(groups)
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        raise ValueError(f"unknown parameter groups {unknown}; valid: {list(GROUPS)}")
+    return groups
 
 
 class FrozenOptions(BaseModel):

@@ -12,16 +12,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-GROUPS = (
-    "patch_embed",
-    "visual_ffn",
-    "visual_attention",
-    "attention",
-    "text_ffn",
-    "embeddings",
-    "lm_head",
-    "norms",
-)
+from model.options import GROUPS, check_group_names
+
 _RULES = (
     (re.compile(r"^model\.vision\."), "patch_embed"),
     (re.compile(r"\.visual_mlp\."), "visual_ffn"),
@@ -41,14 +33,6 @@ def group_of(name: str) -> str:
             return group
     raise KeyError(f"parameter {name!r} belongs to no group")
 
-
-def check_group_names(groups: Iterable[str]) -> list[str]:
-    """Returns the names as a list, or raises listing the valid ones."""
-    groups = list(groups)
-    unknown = sorted(set(groups) - set(GROUPS))
-    if unknown:
-        raise ValueError(f"unknown parameter groups {unknown}; valid: {list(GROUPS)}")
-    return groups
 
 
 def set_trainable(model: nn.Module, groups: Iterable[str]) -> list[str]:

@@ -1,0 +1,1 @@
+"""Training through the curriculum: the schedule, DeepSpeed configs, Ray Train workers."""

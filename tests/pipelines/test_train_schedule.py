@@ -1,0 +1,55 @@
+"""The curriculum schedule: validated up front, accumulation keeps the global batch, cosine LR,
+DeepSpeed configs generated from the stage with the user's JSON merged."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.config import ConfigError, load_run_config
+from pipelines.train.deepspeed_config import deepspeed_config
+from pipelines.train.schedule import TrainOptions, TrainStage
+
+
+def test_global_batch_stays_fixed_when_workers_change():
+    stage = TrainStage(name="S1.1", trainable=["visual_ffn"], global_batch=8, micro_batch=2)
+    assert [stage.accumulation(w) for w in (1, 2, 4)] == [4, 2, 1]
+    with pytest.raises(ValueError, match="multiple of micro_batch x workers"):
+        stage.accumulation(3)
+    with pytest.raises(ValueError, match=r"stages\[0\] \(S1.1\)"):
+        TrainOptions(stages=[stage], workers=3)
+
+
+def test_cosine_schedule_with_warmup():
+    stage = TrainStage(name="S1.1", trainable=["visual_ffn"], steps=100,
+                       optimizer={"lr": 1.0, "warmup_ratio": 0.1, "min_lr_ratio": 0.1})
+    lrs = [stage.lr_at(s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # decays after warmup
+    assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_deepspeed_config_from_the_stage_and_the_users_json():
+    stage = TrainStage(name="S1.3", trainable=["attention"], global_batch=8, zero_stage=2,
+                       deepspeed={"zero_optimization": {"overlap_comm": False}})
+    config = deepspeed_config(stage, workers=2, device="cpu")
+    assert config["gradient_accumulation_steps"] == 4 and config["train_batch_size"] == 8
+    assert config["zero_optimization"] == {"stage": 2, "overlap_comm": False}
+    assert config["bf16"]["enabled"] is False  # fp32 on CPU unless asked
+    assert deepspeed_config(stage, 2, "cuda")["bf16"]["enabled"] is True
+    bad = stage.model_copy(update={"deepspeed": {"optimizer": {"type": "Adam"}}})
+    with pytest.raises(ValueError, match="optimizer/scheduler come from"):
+        deepspeed_config(bad, 2, "cpu")
+    bad = stage.model_copy(update={"deepspeed": {"train_batch_size": 6}})
+    with pytest.raises(ValueError, match="train_batch_size 6"):
+        deepspeed_config(bad, 2, "cpu")
+
+
+def test_bad_schedules_fail_at_load_with_their_path():
+    with pytest.raises(ConfigError, match=r"train.stages.0.trainable.*unknown parameter groups"):
+        load_run_config("configs/demo.yaml",
+                        ["train.stages=[{name: S1.1, trainable: [vision]}]"])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"'S9' is not a data stage"):
+        load_run_config("configs/demo.yaml", ["train.stages=[{name: S9, trainable: [norms]}]"])
+    with pytest.raises(ConfigError, match="train.stages.0.zero_stage"):
+        load_run_config("configs/demo.yaml",
+                        ["train.stages=[{name: S1.1, trainable: [norms], zero_stage: 4}]"])
