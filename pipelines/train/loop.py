@@ -1,0 +1,133 @@
+"""The loop each Ray Train worker runs for one curriculum stage: DeepSpeed over the MMoE model.
+
+Only the stage's parameter groups train; the optimiser is built over them alone, so frozen
+weights get neither gradients nor optimiser state (delta tuning). Every `checkpoint_every` steps
+each rank writes its DeepSpeed shard and its loader state into one Ray Train checkpoint; on a
+(re)start the worker resumes from `ray.train.get_checkpoint()`: weights, optimiser, loader
+position and step, so the batches after a resume are the ones an uninterrupted run would see.
+Rank 0 exports the stage's final weights in Hugging Face format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+LOADER_STATE = "loader-rank{rank}.json"
+
+
+def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor):
+    """Next-token loss, each learned token weighted (per-token mean or square-root averaging)."""
+    logits, labels, weights = logits[:, :-1], labels[:, 1:], weights[:, 1:].to(logits.dtype)
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                             ignore_index=-100, reduction="none")  # fmt: skip
+    flat = weights.reshape(-1).float()
+    return (losses * flat).sum() / flat.sum().clamp_min(1e-8)
+
+
+def _stack(packs: list[dict]) -> dict:
+    keys = ("input_ids", "labels", "position_ids", "sample_ids", "loss_weights")
+    batch = {k: torch.cat([p[k] for p in packs]) for k in keys}
+    tiles = [p["pixel_values"] for p in packs if p["pixel_values"] is not None]
+    batch["pixel_values"] = torch.cat(tiles) if tiles else None
+    return batch
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train's per-worker function; `config` comes from `pipelines.train.job`."""
+    import deepspeed
+    import ray.train
+    from transformers import AutoTokenizer
+
+    from model.modeling import MonoInternVLForCausalLM
+    from model.param_groups import set_trainable
+    from model.preprocessing import MonoInternVLImageProcessor
+    from pipelines.loader.stage_loader import StageLoader
+    from pipelines.model_folders import local_model_folder
+    from pipelines.train.deepspeed_config import deepspeed_config
+    from pipelines.train.schedule import TrainStage
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    stage = TrainStage.model_validate(config["stage"])
+    torch.manual_seed(config["seed"])
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    device = "cuda" if torch.cuda.is_available() and config.get("use_gpu") else "cpu"
+    deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo")
+
+    start = local_model_folder(config["start"])
+    model = MonoInternVLForCausalLM.from_pretrained(start)
+    tokenizer = AutoTokenizer.from_pretrained(start)
+    processor = MonoInternVLImageProcessor.from_pretrained(start)
+    set_trainable(model, stage.trainable)
+    model.train()
+    opt = stage.optimizer
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=opt.lr, betas=opt.betas,
+                                  weight_decay=opt.weight_decay)  # fmt: skip
+    engine, optimizer, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=deepspeed_config(stage, world, device))
+    loader = StageLoader(config["shards"], tokenizer, processor, max_patches=config["max_patches"],
+                         max_tokens=stage.max_packed_tokens, rank=rank, world=world,
+                         seed=config["seed"], epochs=None, loss_reduction=stage.loss_reduction,
+                         report=lambda message: print(f"[rank {rank}] {message}"))  # fmt: skip
+
+    step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            engine.load_checkpoint(folder, tag="ds")
+            state = json.loads((Path(folder) / LOADER_STATE.format(rank=rank)).read_text())
+            loader.load_state_dict(state["loader"])
+            step = state["step"]
+            torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    batches = iter(loader)
+    accumulation = stage.accumulation(world)
+    while step < stage.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = stage.lr_at(step)
+        losses, tokens = [], 0
+        for _ in range(accumulation):
+            batch = _stack([next(batches) for _ in range(stage.micro_batch)])
+            logits = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                            sample_ids=batch["sample_ids"],
+                            pixel_values=batch["pixel_values"]).logits  # fmt: skip
+            loss = weighted_loss(logits, batch["labels"], batch["loss_weights"])
+            engine.backward(loss)
+            engine.step()
+            losses.append(loss.item())
+            tokens += int((batch["sample_ids"] < batch["sample_ids"].max()).sum())
+        step += 1
+        metrics = {"step": step, "loss": sum(losses) / len(losses), "lr": stage.lr_at(step - 1),
+                   "tokens": tokens}  # fmt: skip
+        if step % stage.checkpoint_every == 0 or step == stage.steps:
+            with tempfile.TemporaryDirectory() as folder:
+                engine.save_checkpoint(folder, tag="ds")
+                state = {"step": step, "loader": loader.state_dict(),
+                         "torch_rng": torch.get_rng_state().tolist()}  # fmt: skip
+                (Path(folder) / LOADER_STATE.format(rank=rank)).write_text(json.dumps(state))
+                saved = ray.train.Checkpoint.from_directory(folder)
+                ray.train.report(metrics, checkpoint=saved)
+        else:
+            ray.train.report(metrics)
+    if rank == 0:
+        _export(engine.module, tokenizer, processor, config["final"], config["final_settings"])
+
+
+def _export(model, tokenizer, processor, final_url: str, settings: dict) -> None:
+    """The stage's weights as a Hugging Face folder at `final_url`, recorded as complete."""
+    from pipelines.model_folders import model_folder
+
+    def save(local: Path) -> None:
+        model.save_pretrained(local)
+        tokenizer.save_pretrained(local)
+        processor.save_pretrained(local)
+
+    parent, name = final_url.rsplit("/", 1)
+    model_folder(parent, name, settings, save, Path(tempfile.mkdtemp()) / "final")
+    os.sync()
