@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -62,9 +64,18 @@ def test_a_stage_trains_only_its_groups_and_hands_off_a_final_checkpoint(run, ra
     trained = {name for name in before if group_of(name) in stage.trainable}
     assert changed and changed <= trained  # every frozen tensor is bit-identical
     assert train_stage(layout, options, stage, start, max_patches=24) == final  # done: no-op
+    # Delta tuning: the optimiser holds state for the trainable parameters only.
+    trainable = sum(before[name].numel() for name in trained)
+    assert trainable < sum(t.numel() for t in before.values()) / 2
+    last = sorted(Path(layout.path("train")).glob("S1.1-*/checkpoint_2*"))[-1]
+    held = 0
+    for rank in range(2):
+        state = torch.load(last / "ds" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt",
+                           weights_only=False, map_location="cpu")["optimizer_state_dict"]
+        held += sum(t.numel() for t in state["single_partition_of_fp32_groups"])
+        held -= sum(state["group_paddings"])
+    assert held == trainable
 
 
-def layout_path(url: str):
-    from pathlib import Path
-
+def layout_path(url: str) -> Path:
     return Path(url)
