@@ -29,8 +29,13 @@ def stage_settings(layout: RunLayout, stage: TrainStage, start: str) -> dict:
 
 
 def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, start: str,
-                max_patches: int) -> str:  # fmt: skip
-    """Trains one stage from the checkpoint folder `start`; returns its `final` folder's URL."""
+                max_patches: int) -> dict:  # fmt: skip
+    """Trains one stage from the checkpoint folder `start`.
+
+    Returns:
+        {"final": the final folder's URL, "metrics": the last reported metrics (empty when the
+        stage was already complete)}.
+    """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -40,7 +45,7 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     final = storage.join(folder, "final")
     settings = stage_settings(layout, stage, start)
     if CompletionLog(folder).is_complete("final", settings):
-        return final
+        return {"final": final, "metrics": {}}
     manifest = CompletionLog(layout.stages()).read(stage.name)["covered"]
     shards = [storage.join(layout.stages(stage.name), f"{s['name']}.tar")
               for s in manifest["shards"]]  # fmt: skip
@@ -60,10 +65,10 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
             failure_config=ray.train.FailureConfig(max_failures=2),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=stage.keep_checkpoints)),
     )  # fmt: skip
-    trainer.fit()
+    result = trainer.fit()
     if not CompletionLog(folder).is_complete("final", settings):
         raise RuntimeError(f"train {stage.name}: finished without its final checkpoint")
-    return final
+    return {"final": final, "metrics": dict(result.metrics or {})}
 
 
 def _train_storage(layout: RunLayout) -> str:

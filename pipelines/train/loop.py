@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -87,24 +88,29 @@ def train_loop(config: dict) -> None:
             step = state["step"]
             torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
     batches = iter(loader)
-    accumulation = stage.accumulation(world)
+    accumulation, step_times = stage.accumulation(world), []
     while step < stage.steps:
         for group in optimizer.param_groups:
             group["lr"] = stage.lr_at(step)
-        losses, tokens = [], 0
+        losses, tokens, seconds = [], 0, 0.0
         for _ in range(accumulation):
             batch = _stack([next(batches) for _ in range(stage.micro_batch)])
+            started = time.perf_counter()  # compute only: the loader is measured on its own
             logits = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                             sample_ids=batch["sample_ids"],
                             pixel_values=batch["pixel_values"]).logits  # fmt: skip
             loss = weighted_loss(logits, batch["labels"], batch["loss_weights"])
             engine.backward(loss)
             engine.step()
+            seconds += time.perf_counter() - started
             losses.append(loss.item())
             tokens += int((batch["sample_ids"] < batch["sample_ids"].max()).sum())
         step += 1
+        step_times.append(seconds)
+        warm = step_times[1:] or step_times  # the first step of a process warms up
         metrics = {"step": step, "loss": sum(losses) / len(losses), "lr": stage.lr_at(step - 1),
-                   "tokens": tokens}  # fmt: skip
+                   "tokens": tokens, "step_seconds": seconds, "tokens_per_s": tokens / seconds,
+                   "mean_step_seconds": sum(warm) / len(warm)}  # fmt: skip
         if step % stage.checkpoint_every == 0 or step == stage.steps:
             with tempfile.TemporaryDirectory() as folder:
                 engine.save_checkpoint(folder, tag="ds")

@@ -57,13 +57,16 @@ def test_a_stage_trains_only_its_groups_and_hands_off_a_final_checkpoint(run, ra
                        optimizer={"lr": 5e-3, "warmup_ratio": 0.0})  # fmt: skip
     options = TrainOptions(stages=[stage], workers=2, cpus_per_worker=0.5)
     start = storage.join(layout.checkpoints(), "init")
-    final = train_stage(layout, options, stage, start, max_patches=24)
+    report = train_stage(layout, options, stage, start, max_patches=24)
+    final = report["final"]
+    assert report["metrics"]["step"] == 4 and report["metrics"]["loss"] > 0
     before, after = _weights(layout_path(start)), _weights(layout_path(final))
     assert before.keys() == after.keys()
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     trained = {name for name in before if group_of(name) in stage.trainable}
     assert changed and changed <= trained  # every frozen tensor is bit-identical
-    assert train_stage(layout, options, stage, start, max_patches=24) == final  # done: no-op
+    again = train_stage(layout, options, stage, start, max_patches=24)
+    assert again == {"final": final, "metrics": {}}  # done: a no-op
     # Delta tuning: the optimiser holds state for the trainable parameters only.
     trainable = sum(before[name].numel() for name in trained)
     assert trainable < sum(t.numel() for t in before.values()) / 2
