@@ -87,7 +87,7 @@ def train_loop(config: dict) -> None:
             loader.load_state_dict(state["loader"])
             step = state["step"]
             torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-    batches = iter(loader)
+    batches, resumed_from = iter(loader), step
     accumulation, step_times = stage.accumulation(world), []
     while step < stage.steps:
         for group in optimizer.param_groups:
@@ -110,7 +110,8 @@ def train_loop(config: dict) -> None:
         warm = step_times[1:] or step_times  # the first step of a process warms up
         metrics = {"step": step, "loss": sum(losses) / len(losses), "lr": stage.lr_at(step - 1),
                    "tokens": tokens, "step_seconds": seconds, "tokens_per_s": tokens / seconds,
-                   "mean_step_seconds": sum(warm) / len(warm)}  # fmt: skip
+                   "mean_step_seconds": sum(warm) / len(warm),
+                   "resumed_from": resumed_from}  # fmt: skip
         if step % stage.checkpoint_every == 0 or step == stage.steps:
             with tempfile.TemporaryDirectory() as folder:
                 engine.save_checkpoint(folder, tag="ds")
