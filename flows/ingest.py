@@ -10,7 +10,8 @@ from flows.report import ingest_figure
 from pipelines import storage
 from pipelines.download_report import summary_table
 from pipelines.filter import summary_table as filter_summary_table
-from pipelines.ingest import download_source, filter_downloaded, validate_sources
+from pipelines.filter_job import filter_sources
+from pipelines.ingest import download_source
 from pipelines.layout import RunLayout
 from pipelines.ray_runtime import ensure_ray
 from pipelines.synthetic.catalog import write_source_files
@@ -54,21 +55,10 @@ def filter_all(config: RunConfig, downloads: list[dict]) -> list[dict]:
     ensure_ray(config.ray)
     layout = RunLayout(config.run_root)
     names = [d["source"] for d in downloads]
-    filtered = filter_downloaded(names, config.filter, layout)
+    filtered = filter_sources(layout, names, config.filter)
     reports = []
     for download in downloads:
         report = {**download, **filtered[download["source"]]}
         report["figure"] = ingest_figure(report, layout.report(f"ingest-{report['source']}.png"))
         reports.append(report)
-    return reports
-
-
-def run_ingest(config: RunConfig) -> list[dict]:
-    """Validates every source, downloads each, filters them together; prints a report each."""
-    with served_synthetic_web(config):
-        validate_sources(config.sources)
-        downloads = [download_one(config, source) for source in config.sources]
-    reports = filter_all(config, downloads)
-    for report in reports:
-        print("\n" + ingest_markdown(report))
     return reports

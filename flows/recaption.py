@@ -46,13 +46,3 @@ def recaption_one(config: RunConfig, source) -> dict:
 
 def recaption_markdown(report: dict, teacher: str) -> str:
     return f"## recaption {report['source']} with {teacher}\n\n" + report_table(report)
-
-
-def run_recaption(config: RunConfig) -> list[dict]:
-    """Recaptions every source of the run; prints a report per source."""
-    reports = []
-    for source in recaption_sources(config):
-        report = recaption_one(config, source)
-        print("\n" + recaption_markdown(report, config.teacher.name))
-        reports.append(report)
-    return reports

@@ -1,6 +1,6 @@
-"""Ingest: plan each source file -> download (img2dataset) -> repair rounds -> filter + dedup.
+"""Ingest of one source: plan each source file -> download (img2dataset) -> repair rounds.
 
-Paths come from the run layout (`pipelines/layout.py`); every unit has a completion record, so
+Filtering runs over all sources together (`pipelines/filter_job.py`). Paths come from the run layout;
 rerunning after a crash only does what is missing, and a settings change redoes what it affects.
 """
 
@@ -14,8 +14,6 @@ from pipelines.download import (
     download_shards,
     shard_tasks,
 )
-from pipelines.filter import FilterOptions
-from pipelines.filter_job import filter_sources
 from pipelines.layout import RunLayout
 from pipelines.plan import plan_source
 from pipelines.repair import repair_round
@@ -49,19 +47,6 @@ def download_source(source: SourceOptions, download: DownloadOptions, layout: Ru
             "planned": planned["id"]["rows"],
             "download": {"shards": len(plan.todo), "skipped": len(plan.done)},
             "repairs": repairs}  # fmt: skip
-
-
-def filter_downloaded(sources: list[str], filters: FilterOptions, layout: RunLayout) -> dict:
-    """Filters and deduplicates the downloaded shards of `sources` together."""
-    return filter_sources(layout, sources, filters)
-
-
-def ingest_source(source: SourceOptions, download: DownloadOptions, filters: FilterOptions,
-                  layout: RunLayout) -> dict:  # fmt: skip
-    """Every ingest step for one source alone (dedup within the source)."""
-    report = download_source(source, download, layout)
-    report.update(filter_downloaded([source.name], filters, layout)[source.name])
-    return report
 
 
 def validate_sources(sources: list[SourceOptions]) -> None:

@@ -27,10 +27,10 @@ from pipelines import storage
 from pipelines.completion import CompletionLog, settings_hash
 from pipelines.dedup import split
 from pipelines.filter_job import UNIT as FILTER_UNIT
-from pipelines.filter_job import read_part, write_parts
 from pipelines.layout import RunLayout, shard_name
 from pipelines.records import iter_tar
 from pipelines.scheduler import run_bounded
+from pipelines.shuffle import read_part, write_parts
 from pipelines.stages.instructions import chunks, read_meta, read_rows
 from pipelines.stages.render import render, uniform
 from pipelines.stages.spec import StageSpec
