@@ -1,7 +1,7 @@
 """Ingest of one source: plan each source file -> download (img2dataset) -> repair rounds.
 
-Filtering runs over all sources together (`pipelines/filter_job.py`). Paths come from the run layout;
-rerunning after a crash only does what is missing, and a settings change redoes what it affects.
+Filtering runs over all sources together (`pipelines/filter_job.py`). Every unit has a
+completion record, so a rerun does only what is missing and a settings change what it affects.
 """
 
 from __future__ import annotations
