@@ -33,25 +33,33 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     """Trains one stage from the checkpoint folder `start`.
 
     Returns:
-        {"final": the final folder's URL, "metrics": the last reported metrics (empty when the
-        stage was already complete)}.
+        {"final": the final folder's URL, "milestones": [{"step", "weights"}] exported along
+        the way (the last is final), "logs": the stage's log folder (TensorBoard events,
+        metrics.jsonl, loss.png), "metrics": the last reported metrics (empty when the stage was
+        already complete)}.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pipelines.train.loop import train_loop
+    from pipelines.train.loop import milestone_name, train_loop
 
     folder = layout.path("checkpoints", stage.name)
     final = storage.join(folder, "final")
     settings = stage_settings(layout, stage, start)
+    logs = layout.path("reports", "train", stage.name)
+    milestones = [{"step": step, "weights": storage.join(folder, milestone_name(step))}
+                  for step in stage.milestone_steps()[:-1]]  # fmt: skip
+    milestones.append({"step": stage.steps, "weights": final})
+    done = {"final": final, "logs": logs, "milestones": milestones}
     if CompletionLog(folder).is_complete("final", settings):
-        return {"final": final, "metrics": {}}
+        return {**done, "metrics": {}}
     manifest = CompletionLog(layout.stages()).read(stage.name)["covered"]
     shards = [storage.join(layout.stages(stage.name), f"{s['name']}.tar")
               for s in manifest["shards"]]  # fmt: skip
     config = {"stage": stage.model_dump(mode="json"), "shards": shards, "start": start,
               "max_patches": max_patches, "seed": options.seed, "use_gpu": options.use_gpu,
-              "threads": options.cpus_per_worker, "final": final,
+              "threads": options.cpus_per_worker, "folder": folder,
+              "logs": logs,
               "final_settings": settings}  # fmt: skip
     trainer = TorchTrainer(
         train_loop, train_loop_config=config,
@@ -68,7 +76,7 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     result = trainer.fit()
     if not CompletionLog(folder).is_complete("final", settings):
         raise RuntimeError(f"train {stage.name}: finished without its final checkpoint")
-    return {"final": final, "metrics": dict(result.metrics or {})}
+    return {**done, "metrics": dict(result.metrics or {})}
 
 
 def _train_storage(layout: RunLayout) -> str:

@@ -5,11 +5,13 @@ weights get neither gradients nor optimiser state (delta tuning). Every `checkpo
 each rank writes its DeepSpeed shard and its loader state into one Ray Train checkpoint; on a
 (re)start the worker resumes from `ray.train.get_checkpoint()`: weights, optimiser, loader
 position and step, so the batches after a resume are the ones an uninterrupted run would see.
-Rank 0 exports the stage's final weights in Hugging Face format.
+The stage's weights are exported in Hugging Face format at its data milestones and at the end
+(`final/`), gathered from every rank under ZeRO-3; rank 0 keeps the log (`train_log`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -52,6 +54,7 @@ def train_loop(config: dict) -> None:
     from pipelines.model_folders import local_model_folder
     from pipelines.train.deepspeed_config import deepspeed_config
     from pipelines.train.schedule import TrainStage
+    from pipelines.train.train_log import TrainLog
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -78,21 +81,23 @@ def train_loop(config: dict) -> None:
                          seed=config["seed"], epochs=None, loss_reduction=stage.loss_reduction,
                          report=lambda message: print(f"[rank {rank}] {message}"))  # fmt: skip
 
-    step = 0
+    step, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             engine.load_checkpoint(folder, tag="ds")
             state = json.loads((Path(folder) / LOADER_STATE.format(rank=rank)).read_text())
             loader.load_state_dict(state["loader"])
-            step = state["step"]
+            step, history = state["step"], state.get("history", [])
             torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    log = TrainLog(config["logs"], stage.name, history) if rank == 0 else None
+    progress = _progress(stage, step) if rank == 0 else None
     batches, resumed_from = iter(loader), step
     accumulation, step_times = stage.accumulation(world), []
     while step < stage.steps:
         for group in optimizer.param_groups:
             group["lr"] = stage.lr_at(step)
-        losses, tokens, seconds = [], 0, 0.0
+        losses, tokens, capacity, seconds = [], 0, 0, 0.0
         for _ in range(accumulation):
             batch = _stack([next(batches) for _ in range(stage.micro_batch)])
             started = time.perf_counter()  # compute only: the loader is measured on its own
@@ -105,36 +110,83 @@ def train_loop(config: dict) -> None:
             seconds += time.perf_counter() - started
             losses.append(loss.item())
             tokens += int((batch["sample_ids"] < batch["sample_ids"].max()).sum())
+            capacity += batch["sample_ids"].numel()
         step += 1
         step_times.append(seconds)
         warm = step_times[1:] or step_times  # the first step of a process warms up
+        grad_norm = engine.get_global_grad_norm()
         metrics = {"step": step, "loss": sum(losses) / len(losses), "lr": stage.lr_at(step - 1),
-                   "tokens": tokens, "step_seconds": seconds, "tokens_per_s": tokens / seconds,
+                   "grad_norm": None if grad_norm is None else float(grad_norm),
+                   "tokens": tokens, "packing_efficiency": tokens / capacity,
+                   "step_seconds": seconds, "tokens_per_s": tokens / seconds,
                    "mean_step_seconds": sum(warm) / len(warm),
                    "resumed_from": resumed_from}  # fmt: skip
+        if log is not None:
+            log.add(metrics)
+            progress.update(1)
+            progress.set_description(f"train {stage.name} loss {metrics['loss']:.3f}")
+        if step in stage.milestone_steps() and step < stage.steps:
+            _export(engine, tokenizer, processor, rank, config["folder"], milestone_name(step),
+                    {**config["final_settings"], "milestone": step})  # fmt: skip
         if step % stage.checkpoint_every == 0 or step == stage.steps:
             with tempfile.TemporaryDirectory() as folder:
                 engine.save_checkpoint(folder, tag="ds")
                 state = {"step": step, "loader": loader.state_dict(),
-                         "torch_rng": torch.get_rng_state().tolist()}  # fmt: skip
+                         "torch_rng": torch.get_rng_state().tolist(),
+                         "history": log.history if log else []}  # fmt: skip
                 (Path(folder) / LOADER_STATE.format(rank=rank)).write_text(json.dumps(state))
+                if log is not None:
+                    log.sync()
                 saved = ray.train.Checkpoint.from_directory(folder)
                 ray.train.report(metrics, checkpoint=saved)
         else:
             ray.train.report(metrics)
-    if rank == 0:
-        _export(engine.module, tokenizer, processor, config["final"], config["final_settings"])
+    if log is not None:
+        log.finish()
+        progress.close()
+    _export(engine, tokenizer, processor, rank, config["folder"], "final", config["final_settings"])
 
 
-def _export(model, tokenizer, processor, final_url: str, settings: dict) -> None:
-    """The stage's weights as a Hugging Face folder at `final_url`, recorded as complete."""
+def _progress(stage, step: int):
+    """A progress bar with ETA, drawn by the Ray driver (not interleaved worker output)."""
+    from ray.experimental.tqdm_ray import tqdm
+
+    bar = tqdm(total=stage.steps, desc=f"train {stage.name}")
+    bar.update(step)  # a resumed stage starts where its checkpoint was
+    return bar
+
+
+def milestone_name(step: int) -> str:
+    """The folder of the weights exported at a data milestone (beside `final`)."""
+    return f"milestone-{step:06d}"
+
+
+def _export(engine, tokenizer, processor, rank: int, parent: str, name: str,
+            settings: dict) -> None:  # fmt: skip
+    """The engine's weights as a Hugging Face folder `parent/name`, recorded as complete.
+
+    Every rank calls it: under ZeRO-3 the parameters are gathered from all ranks first; rank 0
+    writes. A model without attention experts is also written in the official Mono-InternVL
+    layout (`official/`), which the released code loads.
+    """
+    import deepspeed
+
+    from model.official import save_official
     from pipelines.model_folders import model_folder
 
-    def save(local: Path) -> None:
-        model.save_pretrained(local)
-        tokenizer.save_pretrained(local)
-        processor.save_pretrained(local)
+    model = engine.module
+    gather = (deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+              if engine.zero_optimization_stage() == 3 else contextlib.nullcontext())  # fmt: skip
+    with gather:
+        if rank != 0:
+            return
 
-    parent, name = final_url.rsplit("/", 1)
-    model_folder(parent, name, settings, save, Path(tempfile.mkdtemp()) / "final")
+        def save(local: Path) -> None:
+            model.save_pretrained(local)
+            tokenizer.save_pretrained(local)
+            processor.save_pretrained(local)
+            if not model.config.visual_attention_experts:
+                save_official(model, local / "official")
+
+        model_folder(parent, name, settings, save, Path(tempfile.mkdtemp()) / name)
     os.sync()

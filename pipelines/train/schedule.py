@@ -64,6 +64,9 @@ class TrainStage(FrozenOptions):
     """Checkpoints kept (the newest)."""
     deepspeed: dict = {}
     """A user's DeepSpeed JSON, merged over the generated config."""
+    milestones: int = Field(4, gt=0)
+    """Weights are exported after each 1/milestones of the steps (the last is `final/`), so the
+    evaluation can draw quality against data seen (the paper's Fig. 4)."""
 
     @field_validator("trainable")
     @classmethod
@@ -83,6 +86,11 @@ class TrainStage(FrozenOptions):
             raise ValueError(f"global_batch ({self.global_batch}) must be a multiple of "
                              f"micro_batch x workers ({self.micro_batch} x {workers})")  # fmt: skip
         return self.global_batch // per_step
+
+    def milestone_steps(self) -> list[int]:
+        """Optimiser steps after which the weights are exported (the last: the stage's end)."""
+        return sorted({math.ceil(k * self.steps / self.milestones)
+                       for k in range(1, self.milestones + 1)})  # fmt: skip
 
     def lr_at(self, step: int) -> float:
         """Learning rate of optimiser step `step` (0-based)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from model.build import build_model
+from model.modeling import MonoInternVLForCausalLM
+from model.official import load_official
 from model.options import ModelOptions, TinyLLMOptions, VisionOptions
 from model.param_groups import group_of
 from model.tiny import save_tiny_llm
@@ -28,9 +31,16 @@ def _weights(folder) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
+def _hand_stage(layout: RunLayout, name: str, root: Path, shards: int, per_shard: int) -> None:
+    """Stage shards written by hand, with the stage's record (what the stage builder leaves)."""
+    urls = write_stage(root / "run" / "stages" / name, shards=shards, per_shard=per_shard)
+    made = [{"name": u.rsplit("/", 1)[1][:-4], "samples": per_shard, "sha256": "-"} for u in urls]
+    CompletionLog(layout.stages()).write(name, {"built": "by hand"}, {"shards": made})
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A run with an init checkpoint and a small S1.1 stage (shards + the stage's record)."""
+    """A run with an init checkpoint and two stages of one sample per worker (a fixed batch)."""
     root = tmp_path_factory.mktemp("train")
     layout = RunLayout(root / "run")
     torch.manual_seed(0)
@@ -42,46 +52,149 @@ def run(tmp_path_factory):
         processor.save_pretrained(local)
 
     model_folder(layout.checkpoints(), "init", {"model": "tiny"}, save, root / "cache")
-    stage_folder = root / "run" / "stages" / "S1.1"
-    urls = write_stage(stage_folder, shards=2, per_shard=4)
-    shards = [{"name": u.rsplit("/", 1)[1][:-4], "samples": 4, "sha256": "-"} for u in urls]
-    CompletionLog(layout.stages()).write("S1.1", {"built": "by hand"}, {"shards": shards})
+    _hand_stage(layout, "S1.1", root, shards=2, per_shard=1)
+    _hand_stage(layout, "S1.2", root, shards=2, per_shard=1)
     return layout
 
 
-@pytest.mark.slow
-def test_a_stage_trains_only_its_groups_and_hands_off_a_final_checkpoint(run, ray_local):
-    layout = run
-    stage = TrainStage(name="S1.1", trainable=["patch_embed", "visual_ffn"], steps=4,
-                       global_batch=2, max_packed_tokens=192, checkpoint_every=2, zero_stage=1,
-                       optimizer={"lr": 5e-3, "warmup_ratio": 0.0})  # fmt: skip
+def _stage(name: str, trainable: list[str], zero: int, steps: int = 4, **more) -> TrainStage:
+    return TrainStage(name=name, trainable=trainable, steps=steps, global_batch=2,
+                      max_packed_tokens=192, checkpoint_every=2, zero_stage=zero,
+                      optimizer={"lr": 3e-3, "warmup_ratio": 0.0}, **more)  # fmt: skip
+
+
+def _train(layout, stage, start: str) -> dict:
     options = TrainOptions(stages=[stage], workers=2, cpus_per_worker=0.5)
-    start = storage.join(layout.checkpoints(), "init")
-    report = train_stage(layout, options, stage, start, max_patches=24)
-    final = report["final"]
-    assert report["metrics"]["step"] == 4 and report["metrics"]["loss"] > 0
-    before, after = _weights(layout_path(start)), _weights(layout_path(final))
-    assert before.keys() == after.keys()
-    changed = {name for name in before if not torch.equal(before[name], after[name])}
-    trained = {name for name in before if group_of(name) in stage.trainable}
-    assert changed and changed <= trained  # every frozen tensor is bit-identical
-    again = train_stage(layout, options, stage, start, max_patches=24)
-    assert again == {"final": final, "metrics": {}}  # done: a no-op
-    # Delta tuning: the optimiser holds state for the trainable parameters only.
-    trainable = sum(before[name].numel() for name in trained)
-    assert trainable < sum(t.numel() for t in before.values()) / 2
-    last = sorted(Path(layout.path("train")).glob("S1.1-*/checkpoint_2*"))[-1]
+    return train_stage(layout, options, stage, start, max_patches=24)
+
+
+def _losses(report: dict) -> list[float]:
+    rows = [json.loads(line) for line in Path(report["logs"], "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == list(range(1, len(rows) + 1))
+    losses = [row["loss"] for row in rows]
+    # The same batch every step: the loss falls at every step (an optimiser that does nothing,
+    # or one that trains frozen weights against their gradient, would not).
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    return losses
+
+
+def _held_optimizer_state(layout: RunLayout, stage: str, zero: int) -> int:
+    """Numbers of fp32 master weights the ranks' optimiser states hold (padding excluded)."""
+    last = sorted(Path(layout.path("train")).glob(f"{stage}-*/checkpoint_20*"))[-1]
     held = 0
     for rank in range(2):
         state = torch.load(last / "ds" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt",
                            weights_only=False, map_location="cpu")["optimizer_state_dict"]
-        held += sum(t.numel() for t in state["single_partition_of_fp32_groups"])
-        held -= sum(state["group_paddings"])
-    assert held == trainable
+        if zero == 3:
+            held += sum(t.numel() for t in state["fp32_flat_groups"])
+        else:
+            held += sum(t.numel() for t in state["single_partition_of_fp32_groups"])
+            held -= sum(state["group_paddings"])
+    return held
 
 
-def layout_path(url: str) -> Path:
-    return Path(url)
+def _text_logits(folder) -> torch.Tensor:
+    model = MonoInternVLForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        return model(input_ids=torch.arange(100, 132).unsqueeze(0)).logits
+
+
+@pytest.fixture(scope="module")
+def s11(run, ray_local):
+    """S1.1 trained with ZeRO 1 on two workers from the init checkpoint."""
+    stage = _stage("S1.1", ["patch_embed", "visual_ffn"], zero=1)
+    return stage, _train(run, stage, storage.join(run.checkpoints(), "init"))
+
+
+@pytest.mark.slow
+def test_a_stage_trains_only_its_groups_and_hands_off_a_final_checkpoint(run, s11):
+    layout, (stage, report) = run, s11
+    start, final = storage.join(layout.checkpoints(), "init"), report["final"]
+    assert report["metrics"]["step"] == 4
+    _losses(report)
+    before, after = _weights(Path(start)), _weights(Path(final))
+    assert before.keys() == after.keys()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    trained = {name for name in before if group_of(name) in stage.trainable}
+    assert changed == trained  # every frozen tensor is bit-identical, every trained one moved
+    assert torch.equal(_text_logits(start), _text_logits(final))  # text path untouched
+    again = _train(layout, stage, start)
+    assert again == {**report, "metrics": {}}  # done: a no-op
+    # Delta tuning: the optimiser holds state for the trainable parameters only.
+    trainable = sum(before[name].numel() for name in trained)
+    assert trainable < sum(t.numel() for t in before.values()) / 2
+    assert _held_optimizer_state(layout, "S1.1", zero=1) == trainable
+    # Milestones along the way, and the log: TensorBoard events, metrics, loss curve.
+    assert [m["step"] for m in report["milestones"]] == [1, 2, 3, 4]
+    for milestone in report["milestones"][:-1]:
+        assert CompletionLog(layout.path("checkpoints", "S1.1")).read(
+            milestone["weights"].rsplit("/", 1)[1])["settings"]["milestone"] == milestone["step"]
+    assert list(Path(report["logs"], "tensorboard").glob("events.out.tfevents.*"))
+    assert Path(report["logs"], "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_the_next_stage_starts_from_the_last_final_with_its_own_groups_under_zero_3(run, s11):
+    layout, (_, first) = run, s11
+    stage = _stage("S1.2", ["patch_embed", "visual_ffn", "attention"], zero=3)
+    report = _train(layout, stage, first["final"])
+    _losses(report)
+    before, after = _weights(Path(first["final"])), _weights(Path(report["final"]))
+    assert {k: v.shape for k, v in before.items()} == {k: v.shape for k, v in after.items()}
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    trained = {name for name in before if group_of(name) in stage.trainable}
+    assert changed == trained  # gathered from the ZeRO-3 shards; attention trained too
+    assert any(group_of(name) == "attention" for name in changed)
+    trainable = sum(before[name].numel() for name in trained)
+    held = _held_optimizer_state(layout, "S1.2", zero=3)
+    assert trainable <= held < trainable + 2 * 64 * len(trained)  # at most alignment padding
+    # The official Mono-InternVL layout reloads to the same logits.
+    hf = MonoInternVLForCausalLM.from_pretrained(report["final"]).eval()
+    official = load_official(Path(report["final"], "official"))
+    pixels, config = torch.rand(1, 3, 56, 56), hf.config
+    span = [config.image_start_token_id, *[config.image_token_id] * 4, config.image_end_token_id]
+    ids = torch.tensor([[100, 101, *span, 102, 103]])
+    with torch.no_grad():
+        assert torch.equal(hf(input_ids=ids, pixel_values=pixels).logits,
+                           official(input_ids=ids, pixel_values=pixels).logits)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_restarted_and_the_stage_completes(run, ray_local, tmp_path):
+    """Ray Train restarts the worker group (FailureConfig) from the last registered checkpoint."""
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    layout = _copy_run(run, tmp_path / "run")
+    stage = _stage("S1.1", ["patch_embed", "visual_ffn"], zero=2, steps=24)
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(
+        report=_train(layout, stage, storage.join(layout.checkpoints(), "init"))))
+    thread.start()
+    snapshot = tmp_path / "run" / "train"
+    deadline = time.time() + 300
+    while time.time() < deadline and thread.is_alive() and not _registered(snapshot, "S1.1"):
+        time.sleep(0.05)
+    assert _registered(snapshot, "S1.1"), "no checkpoint registered"
+    workers = [p for p in psutil.process_iter(["cmdline"])
+               if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+    assert len(workers) == 2, [w.info["cmdline"] for w in workers]
+    assert not (tmp_path / "run" / "checkpoints" / "S1.1" / "final").exists()  # mid-stage
+    workers[1].send_signal(signal.SIGKILL)
+    thread.join(timeout=600)
+    report = outcome["report"]
+    assert report["metrics"]["step"] == 24
+    assert report["metrics"]["resumed_from"] > 0  # the restarted group resumed from a checkpoint
+    _losses(report)
+
+
+def _registered(storage_folder: Path, stage: str) -> bool:
+    """Ray Train has recorded a checkpoint (a folder on disk alone is not resumed from)."""
+    snapshots = list(storage_folder.glob(f"{stage}-*/checkpoint_manager_snapshot.json"))
+    return bool(snapshots) and "checkpoint_dir_name" in snapshots[0].read_text()
 
 
 TRAIN_SCRIPT = """
@@ -141,17 +254,12 @@ def test_a_killed_stage_resumes_to_the_weights_of_an_uninterrupted_run(run, tmp_
     first = train(killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     storage_folder = tmp_path / "killed" / "train"
     deadline = time.time() + 400
-
-    def registered() -> bool:
-        """Ray Train has recorded a checkpoint (a folder on disk alone is not resumed from)."""
-        snapshots = list(storage_folder.glob("S1.1-*/checkpoint_manager_snapshot.json"))
-        return bool(snapshots) and "checkpoint_dir_name" in snapshots[0].read_text()
-
-    while time.time() < deadline and first.poll() is None and not registered():
+    while time.time() < deadline and first.poll() is None and not _registered(storage_folder,
+                                                                              "S1.1"):
         time.sleep(0.1)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    assert registered(), "no checkpoint before the kill"
+    assert _registered(storage_folder, "S1.1"), "no checkpoint before the kill"
     assert not (tmp_path / "killed" / "checkpoints" / "S1.1" / "final").exists()
     resumed = train(killed, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output, _ = resumed.communicate(timeout=600)
