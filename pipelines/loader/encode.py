@@ -22,29 +22,14 @@ class ConversationError(ValueError):
     """A conversation that cannot be trained on (bad role, placeholders without images)."""
 
 
-def encode_conversation(tokenizer, conversations: Sequence[dict], image_tokens: Sequence[int] = (),
-                        system: str | None = None) -> tuple[list[int], list[int]]:  # fmt: skip
-    """(input_ids, labels) of one LLaVA-style conversation (`from` / `value` turns).
-
-    Args:
-        image_tokens: visual tokens of each image, in the order of the `<image>` placeholders.
-    """
-    turns = [{"from": "system", "value": system}] if system is not None else []
-    turns += list(conversations)
-    spans, ids, labels = [image_span(n) for n in image_tokens], [], []
+def _pieces(tokenizer, turns: Sequence[dict], image_tokens: Sequence[int]):
+    """(token ids, learned) per piece of the rendered conversation, in order."""
+    spans = [image_span(n) for n in image_tokens]
     placeholders = sum(t["value"].count(IMAGE_PLACEHOLDER) for t in turns)
     if placeholders != len(spans):
         raise ConversationError(f"{placeholders} {IMAGE_PLACEHOLDER} placeholders for "
                                 f"{len(spans)} images")  # fmt: skip
     spans = iter(spans)
-
-    def add(text: str, learn: bool) -> None:
-        if not text:
-            return
-        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids.extend(piece)
-        labels.extend(piece if learn else [IGNORE] * len(piece))
-
     for index, turn in enumerate(turns):
         role = ROLES.get(turn.get("from"))
         if role is None:
@@ -53,10 +38,37 @@ def encode_conversation(tokenizer, conversations: Sequence[dict], image_tokens: 
         while IMAGE_PLACEHOLDER in content:
             content = content.replace(IMAGE_PLACEHOLDER, next(spans), 1)
         answer = role == "assistant"
-        add(f"<|im_start|>{role}\n", False)
-        add(content, answer)
-        add("<|im_end|>", answer)
-        add("\n", False)
+        for text, learn in ((f"<|im_start|>{role}\n", False), (content, answer),
+                            ("<|im_end|>", answer), ("\n", False)):  # fmt: skip
+            if text:
+                yield tokenizer(text, add_special_tokens=False)["input_ids"], learn
+
+
+def _turns(conversations: Sequence[dict], system: str | None) -> list[dict]:
+    return ([{"from": "system", "value": system}] if system is not None else []) + list(
+        conversations)
+
+
+def encode_conversation(tokenizer, conversations: Sequence[dict], image_tokens: Sequence[int] = (),
+                        system: str | None = None) -> tuple[list[int], list[int]]:  # fmt: skip
+    """(input_ids, labels) of one LLaVA-style conversation (`from` / `value` turns).
+
+    Args:
+        image_tokens: visual tokens of each image, in the order of the `<image>` placeholders.
+    """
+    ids, labels = [], []
+    for piece, learn in _pieces(tokenizer, _turns(conversations, system), image_tokens):
+        ids.extend(piece)
+        labels.extend(piece if learn else [IGNORE] * len(piece))
     if not any(label != IGNORE for label in labels):
         raise ConversationError("no assistant turn to learn from")
     return ids, labels
+
+
+def encode_prompt(tokenizer, conversations: Sequence[dict], image_tokens: Sequence[int] = (),
+                  system: str | None = None) -> list[int]:  # fmt: skip
+    """Input ids that ask the model for the next assistant turn, tokenized exactly as training
+    tokenizes a conversation (piece by piece), so generation sees what training saw."""
+    ids = [t for piece, _ in _pieces(tokenizer, _turns(conversations, system), image_tokens)
+           for t in piece]  # fmt: skip
+    return ids + tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]

@@ -41,7 +41,7 @@ def _objects(sample: dict) -> list[dict]:
         return []
 
 
-def _box(box: list[float], width: int, height: int) -> list[int]:
+def box_1000(box: list[float], width: int, height: int) -> list[int]:
     x1, y1, x2, y2 = box
     scale = [1000 / width, 1000 / height, 1000 / width, 1000 / height]
     return [min(1000, max(0, round(v * s))) for v, s in zip((x1, y1, x2, y2), scale)]
@@ -85,7 +85,7 @@ def render(spec: StageSpec, sample: dict) -> tuple[str, list[dict]]:
         objects = _objects(sample)
         target = objects[int(uniform(spec.seed, "object", sample["sample_id"]) * len(objects))]
         phrase = f"{target['colour']} {target['shape']}"
-        box = _box(target["box"], sample["original_width"], sample["original_height"])
+        box = box_1000(target["box"], sample["original_width"], sample["original_height"])
         answer = f"<ref>{phrase}</ref><box>[[{box[0]}, {box[1]}, {box[2]}, {box[3]}]]</box>"
         return task, conversation(TASK_PROMPTS["grounding"].format(phrase=phrase), answer)
     return "caption", conversation(TASK_PROMPTS["caption"], caption_text(sample))

@@ -34,7 +34,7 @@ def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Ten
 
 
 def _stack(packs: list[dict]) -> dict:
-    keys = ("input_ids", "labels", "position_ids", "sample_ids", "loss_weights")
+    keys = ("input_ids", "labels", "position_ids", "sample_ids", "loss_weights", "attention_mask")
     batch = {k: torch.cat([p[k] for p in packs]) for k in keys}
     tiles = [p["pixel_values"] for p in packs if p["pixel_values"] is not None]
     batch["pixel_values"] = torch.cat(tiles) if tiles else None
@@ -81,7 +81,7 @@ def train_loop(config: dict) -> None:
                          seed=config["seed"], epochs=None, loss_reduction=stage.loss_reduction,
                          report=lambda message: print(f"[rank {rank}] {message}"))  # fmt: skip
 
-    step, history = 0, []
+    step, history, samples_seen = 0, [], 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -89,6 +89,7 @@ def train_loop(config: dict) -> None:
             state = json.loads((Path(folder) / LOADER_STATE.format(rank=rank)).read_text())
             loader.load_state_dict(state["loader"])
             step, history = state["step"], state.get("history", [])
+            samples_seen = state.get("samples_seen", 0)
             torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
     log = TrainLog(config["logs"], stage.name, history) if rank == 0 else None
     progress = _progress(stage, step) if rank == 0 else None
@@ -97,7 +98,7 @@ def train_loop(config: dict) -> None:
     while step < stage.steps:
         for group in optimizer.param_groups:
             group["lr"] = stage.lr_at(step)
-        losses, tokens, capacity, seconds = [], 0, 0, 0.0
+        losses, tokens, samples, capacity, seconds = [], 0, 0, 0, 0.0
         for _ in range(accumulation):
             batch = _stack([next(batches) for _ in range(stage.micro_batch)])
             started = time.perf_counter()  # compute only: the loader is measured on its own
@@ -109,16 +110,22 @@ def train_loop(config: dict) -> None:
             engine.step()
             seconds += time.perf_counter() - started
             losses.append(loss.item())
-            tokens += int((batch["sample_ids"] < batch["sample_ids"].max()).sum())
+            real = batch["attention_mask"].bool()  # the rest is padding
+            tokens += int(real.sum())
+            samples += sum(len(ids[mask].unique()) for ids, mask in zip(batch["sample_ids"], real))
             capacity += batch["sample_ids"].numel()
         step += 1
         step_times.append(seconds)
         warm = step_times[1:] or step_times  # the first step of a process warms up
         grad_norm = engine.get_global_grad_norm()
+        seen = torch.tensor([samples, tokens], dtype=torch.float64)
+        torch.distributed.all_reduce(seen)  # every worker's samples and tokens this step
+        samples_seen += int(seen[0])
         metrics = {"step": step, "loss": sum(losses) / len(losses), "lr": stage.lr_at(step - 1),
                    "grad_norm": None if grad_norm is None else float(grad_norm),
-                   "tokens": tokens, "packing_efficiency": tokens / capacity,
-                   "step_seconds": seconds, "tokens_per_s": tokens / seconds,
+                   "tokens": int(seen[1]), "samples_seen": samples_seen,
+                   "packing_efficiency": tokens / capacity, "step_seconds": seconds,
+                   "tokens_per_s": int(seen[1]) / seconds,
                    "mean_step_seconds": sum(warm) / len(warm),
                    "resumed_from": resumed_from}  # fmt: skip
         if log is not None:
@@ -133,7 +140,8 @@ def train_loop(config: dict) -> None:
                 engine.save_checkpoint(folder, tag="ds")
                 state = {"step": step, "loader": loader.state_dict(),
                          "torch_rng": torch.get_rng_state().tolist(),
-                         "history": log.history if log else []}  # fmt: skip
+                         "history": log.history if log else [],
+                         "samples_seen": samples_seen}  # fmt: skip
                 (Path(folder) / LOADER_STATE.format(rank=rank)).write_text(json.dumps(state))
                 if log is not None:
                     log.sync()

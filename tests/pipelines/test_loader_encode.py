@@ -52,3 +52,14 @@ def test_bad_conversations_are_refused(tokenizer):
     ids, labels = encode_conversation(tokenizer, [{"from": "human", "value": "hi"},
                                                   {"from": "gpt", "value": "hello"}])  # fmt: skip
     assert _learned(tokenizer, ids, labels) == ["hello<|im_end|>"]  # a text-only row
+
+
+def test_a_generation_prompt_is_tokenized_as_training_tokenizes_the_conversation(tokenizer):
+    from pipelines.loader.encode import encode_prompt
+
+    question = [{"from": "human", "value": "<image>\nprovide a one-sentence caption"}]
+    ids, labels = encode_conversation(tokenizer, [*question, {"from": "gpt", "value": "a cat"}],
+                                      [4])  # fmt: skip
+    prompt = encode_prompt(tokenizer, question, [4])
+    assert ids[: len(prompt)] == prompt and labels[len(prompt) - 1] == IGNORE
+    assert labels[len(prompt)] == ids[len(prompt)]  # the answer starts right after the prompt

@@ -1,0 +1,46 @@
+"""Evaluating many checkpoints at once: one Ray task per checkpoint folder (thin adapter).
+
+A checkpoint's evaluation is recorded beside the run's other reports (`reports/eval/`) with the
+checkpoint's own completion settings, so an evaluation already made of the same weights is read,
+not redone.
+"""
+
+from __future__ import annotations
+
+from pipelines import storage
+from pipelines.completion import CompletionLog
+from pipelines.evaluate.evaluate import EvalOptions, evaluate_weights
+
+
+def _weights_settings(weights: str) -> dict:
+    parent, name = weights.rsplit("/", 1)
+    record = CompletionLog(parent).read(name)
+    if record is None:
+        raise ValueError(f"evaluate: checkpoint {weights} is not complete")
+    return {"weights": weights, "made_with": record["settings_hash"]}
+
+
+def evaluate_checkpoints(folder: str, checkpoints: dict[str, str], probe: str,
+                         options: EvalOptions) -> dict[str, dict]:  # fmt: skip
+    """{name: figures} of every checkpoint folder in `checkpoints` ({name: weights URL}).
+
+    Results are recorded in `folder` under each name; a name whose record matches its weights
+    and options is read back instead of evaluated again.
+    """
+    import ray
+
+    log = CompletionLog(folder)
+    settings = {name: {**_weights_settings(url), "probe": probe,
+                       "options": options.model_dump(mode="json")}
+                for name, url in checkpoints.items()}  # fmt: skip
+    todo = [name for name in checkpoints if not log.is_complete(name, settings[name])]
+    task = ray.remote(num_cpus=options.cpus)(_evaluate_and_record)
+    ray.get([task.remote(folder, name, checkpoints[name], probe, options, settings[name])
+             for name in todo])  # fmt: skip
+    return {name: storage.read_json(storage.join(folder, f"{name}.json")) for name in checkpoints}
+
+
+def _evaluate_and_record(folder, name, weights, probe, options, settings) -> None:
+    figures = evaluate_weights(weights, probe, options)
+    storage.write_json(figures, storage.join(folder, f"{name}.json"))
+    CompletionLog(folder).write(name, settings, covered={"figures": f"{name}.json"})
