@@ -17,7 +17,12 @@ CONFIG_COMMANDS = {
     "ingest": "download (img2dataset on Ray), repair and filter every source",
     "recaption": "caption every kept image with the teacher (Ray Data actors)",
     "stages": "build the curriculum's stage shards (S1.1, S1.2, S1.3) from keep-lists + captions",
-    "run": "run the campaign as a Prefect flow: ingest, recaption, then the model",
+    "train": "train every curriculum stage from the last one's final weights (Ray Train + "
+             "DeepSpeed); a killed stage resumes from its last checkpoint",
+    "evaluate": "held-out evaluation of every checkpoint: caption/grounding accuracy, loss, "
+                "text perplexity, the quality-against-data figure",
+    "run": "run the whole campaign as a Prefect flow: ingest, recaption, stage shards, model, "
+           "train and evaluate each stage",
     "serve": "register the campaign flow with Prefect and run what the UI triggers",
     "model-info": "parameter groups and active parameters per token",
     "status": "per step and source: units complete / total, settings match, last error",
@@ -102,7 +107,7 @@ def _run(command: str, config) -> None:
 
         model, _, _ = build_model(config.model, llm_path(config))
         print(parameter_table(count_parameters(model)))
-    elif command in ("ingest", "recaption", "stages"):
+    elif command in ("ingest", "recaption", "stages", "train", "evaluate"):
         from flows.steps import run_steps, runnable
 
         run_steps(config, runnable(command))

@@ -14,6 +14,7 @@ from pydantic import ValidationError, model_validator
 
 from model.options import FrozenOptions, ModelOptions
 from pipelines.download import DownloadOptions
+from pipelines.evaluate.evaluate import EvalOptions
 from pipelines.filter import FilterOptions
 from pipelines.ray_runtime import RayOptions
 from pipelines.sources import SourceOptions
@@ -57,6 +58,8 @@ class RunConfig(FrozenOptions):
     """The curriculum's data stages (S1.1 alt-text, S1.2 teacher captions, S1.3 tasks)."""
     train: TrainOptions = TrainOptions()
     """Training through the curriculum: per-stage schedule, workers, DeepSpeed."""
+    evaluate: EvalOptions = EvalOptions()
+    """Held-out evaluation after each stage and at its data milestones."""
     model: ModelOptions = ModelOptions()
     """The model: start LLM, visual experts, visual tokenizer."""
 

@@ -25,13 +25,26 @@ from pipelines.model_folders import model_folder
 
 
 def llm_path(config: RunConfig) -> Path:
-    """`model.llm_path`, or a tiny random LLM written once under the run root (the demo)."""
+    """`model.llm_path`, or a tiny LLM written once under the run root (the demo): random, or
+    pretrained on the synthetic web's language when `model.tiny_llm.pretrain_steps` > 0."""
     if config.model.llm_path is not None:
         return Path(config.model.llm_path)
     layout, tiny = RunLayout(config.run_root), config.model.tiny_llm
     name, settings = f"tiny-{tiny.family}-{tiny.seed}", {"tiny_llm": tiny.model_dump()}
-    return model_folder(layout.llm(), name, settings, lambda local: save_tiny_llm(local, tiny),
-                        layout.local_cache("llm"))  # fmt: skip
+    if tiny.pretrain_steps:
+        from pipelines.synthetic.student import pretrain_student
+
+        name = f"{name}-pretrained"
+        seed = config.synthetic_web.seed if config.synthetic_web else 0
+
+        def write(local: Path) -> Path:
+            return pretrain_student(local, tiny, seed)
+    else:
+
+        def write(local: Path) -> Path:
+            return save_tiny_llm(local, tiny)
+
+    return model_folder(layout.llm(), name, settings, write, layout.local_cache("llm"))
 
 
 def demo_images() -> list[Image.Image]:

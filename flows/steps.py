@@ -163,6 +163,102 @@ def _model_settings(config, layout, source, unit):
     return {"model": config.model.model_dump(mode="json"), "stage": "init"}
 
 
+# train
+def _train_units(config, layout, source):
+    return [stage.name for stage in config.train.stages]
+
+
+def _train_settings(config, layout, source, unit):
+    from pipelines.train.job import stage_settings
+
+    stages = config.train.stages
+    index = next(i for i, s in enumerate(stages) if s.name == unit)
+    start = (storage.join(layout.checkpoints(), "init") if index == 0
+             else storage.join(layout.checkpoints(), stages[index - 1].name, "final"))  # fmt: skip
+    try:
+        return stage_settings(layout, stages[index], start)
+    except ValueError:
+        return None  # its data or its start checkpoint is not there yet
+
+
+def _run_train(config, source, upstream):
+    from pipelines.ray_runtime import ensure_ray
+    from pipelines.train.job import train_curriculum
+
+    ensure_ray(config.ray)
+    patches = {spec.name: spec.max_patches for spec in config.stages.stages}
+    return {"source": "run",
+            "stages": train_curriculum(RunLayout(config.run_root), config.train, patches)}
+
+
+def _train_report(report, config):
+    rows = ["| stage | steps | samples seen | final loss | tokens/s | loss curve |",
+            "| --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    for stage in report["stages"]:
+        m = stage["metrics"]
+        rows.append(f"| {stage['stage']} | {m.get('step', '-')} | {m.get('samples_seen', '-')} | "
+                    f"{m.get('loss', float('nan')):.4f} | {m.get('tokens_per_s', 0):.0f} | "
+                    f"{storage.join(stage['logs'], 'loss.png')} |")  # fmt: skip
+    return "## train\n\n" + "\n".join(rows)
+
+
+# evaluate
+def probe_url(config, layout) -> str | None:
+    """The held-out probe: configured, or drawn from the run's synthetic web (the demo)."""
+    if config.evaluate.probe is not None:
+        return config.evaluate.probe
+    if config.synthetic_web is None:
+        return None
+    return layout.path("eval", "probe")
+
+
+def _evaluate_units(config, layout, source):
+    from pipelines.evaluate.campaign import campaign_checkpoints
+
+    return [c["name"] for c in campaign_checkpoints(layout, config.train)]
+
+
+def _evaluate_settings(config, layout, source, unit):
+    from pipelines.evaluate.campaign import campaign_checkpoints
+    from pipelines.evaluate.job import evaluation_settings
+
+    point = next(c for c in campaign_checkpoints(layout, config.train) if c["name"] == unit)
+    probe = probe_url(config, layout)
+    return None if probe is None else evaluation_settings(point["weights"], probe,
+                                                          config.evaluate)  # fmt: skip
+
+
+def _run_evaluate(config, source, upstream):
+    from pipelines.evaluate.campaign import evaluate_campaign
+    from pipelines.ray_runtime import ensure_ray
+    from pipelines.synthetic.probe import write_probe
+
+    layout = RunLayout(config.run_root)
+    probe = probe_url(config, layout)
+    if probe is None:
+        return {"source": "run", "skipped": "no evaluate.probe configured"}
+    if config.evaluate.probe is None and not storage.exists(storage.join(probe, "text.parquet")):
+        write_probe(probe, config.synthetic_web.seed, config.evaluate.images,
+                    config.evaluate.texts)  # fmt: skip
+    ensure_ray(config.ray)
+    return {"source": "run", **evaluate_campaign(layout, config.train, probe, config.evaluate)}
+
+
+def _evaluate_report(report, config):
+    from pipelines.evaluate.campaign import accuracy_line
+
+    if "skipped" in report:
+        return f"## evaluate\n\nskipped: {report['skipped']}"
+    samples = report["figures"][config.train.stages[-1].name]["samples"] if config.train.stages \
+        else []
+    rows = ["| generated caption | true description |", "| --- | --- |"]
+    rows += [f"| {s['caption']} | {s['truth']} |" for s in samples]
+    return (f"## evaluate\n\n{report['table']}\n\nchance caption accuracy: "
+            f"{report['chance']:.3f}; quality against data seen: {report['figure']}\n\n"
+            f"captions of the last stage:\n\n" + "\n".join(rows) + "\n\n"
+            + accuracy_line(report))
+
+
 def _ingest_report(report, config):
     from flows.ingest import ingest_markdown
 
@@ -219,6 +315,13 @@ STEPS = [
          False, False, _run_model, lambda c, lay, s: lay.checkpoints(),
          lambda c, lay, s: ["init"] + ([] if c.model.experts.visual_attention_experts
                                        else ["init-official"]), _model_settings),
+    Step("train", "train each curriculum stage from the last one's final weights (Ray Train + "
+         "DeepSpeed)", "train", False, False, _run_train, lambda c, lay, s: lay.checkpoints(),
+         _train_units, _train_settings, settings_per_unit=True, report=_train_report),
+    Step("evaluate", "held-out loss, caption/grounding accuracy and text perplexity of every "
+         "checkpoint (Ray tasks)", "evaluate", False, False, _run_evaluate,
+         lambda c, lay, s: lay.path("reports", "eval"), _evaluate_units, _evaluate_settings,
+         settings_per_unit=True, report=_evaluate_report),
 ]  # fmt: skip
 """In campaign order. `plan` has no `run` of its own: `download` plans first."""
 

@@ -119,6 +119,12 @@ class TinyLLMOptions(FrozenOptions):
     """Key/value heads (grouped-query attention)."""
     seed: int = 0
     """Seed of the random weights."""
+    vocab_size: int = Field(512, ge=64)
+    """Byte-level BPE vocabulary, trained locally."""
+    pretrain_steps: int = Field(0, ge=0)
+    """Causal-LM steps on the synthetic web's language before EViP (0: random weights)."""
+    pretrain_texts: int = Field(3000, gt=0)
+    """Scenes whose descriptions (plain and as chat answers) the pretraining reads."""
 
     @model_validator(mode="after")
     def _check_heads(self) -> TinyLLMOptions:

@@ -89,6 +89,12 @@ def write_json(data, url: str | Path) -> None:
     _move_into_place(json.dumps(data, indent=2, sort_keys=True).encode("utf-8"), url)
 
 
+def read_bytes(url: str | Path) -> bytes:
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as handle:
+        return handle.read()
+
+
 def read_json(url: str | Path):
     fs, path = filesystem(url)
     with fs.open(path, "rb") as handle:

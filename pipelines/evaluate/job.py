@@ -12,12 +12,14 @@ from pipelines.completion import CompletionLog
 from pipelines.evaluate.evaluate import EvalOptions, evaluate_weights
 
 
-def _weights_settings(weights: str) -> dict:
+def evaluation_settings(weights: str, probe: str, options: EvalOptions) -> dict | None:
+    """What an evaluation's figures are made from; None while the weights are not complete."""
     parent, name = weights.rsplit("/", 1)
     record = CompletionLog(parent).read(name)
     if record is None:
-        raise ValueError(f"evaluate: checkpoint {weights} is not complete")
-    return {"weights": weights, "made_with": record["settings_hash"]}
+        return None
+    return {"weights": weights, "made_with": record["settings_hash"], "probe": probe,
+            "options": options.model_dump(mode="json")}  # fmt: skip
 
 
 def evaluate_checkpoints(folder: str, checkpoints: dict[str, str], probe: str,
@@ -30,9 +32,11 @@ def evaluate_checkpoints(folder: str, checkpoints: dict[str, str], probe: str,
     import ray
 
     log = CompletionLog(folder)
-    settings = {name: {**_weights_settings(url), "probe": probe,
-                       "options": options.model_dump(mode="json")}
+    settings = {name: evaluation_settings(url, probe, options)
                 for name, url in checkpoints.items()}  # fmt: skip
+    missing = [checkpoints[name] for name, wanted in settings.items() if wanted is None]
+    if missing:
+        raise ValueError(f"evaluate: checkpoints not complete: {missing}")
     todo = [name for name in checkpoints if not log.is_complete(name, settings[name])]
     task = ray.remote(num_cpus=options.cpus)(_evaluate_and_record)
     ray.get([task.remote(folder, name, checkpoints[name], probe, options, settings[name])

@@ -1,7 +1,8 @@
 """One curriculum stage as a Ray Train job: TorchTrainer workers running `loop.train_loop`.
 
-The stage is complete when its `final` folder has its completion record (settings: the stage's
-schedule, its data manifest and the checkpoint it started from), so a finished stage is a no-op.
+The stage is complete when `checkpoints/_done/<stage>.json` says so (settings: the stage's schedule,
+its data manifest and the checkpoint it started from; covered: its final and milestone folders,
+logs and last metrics), so a finished stage is a no-op. Each exported folder has its own record.
 Ray Train keeps the stage's checkpoints under the run's `train/` storage with a run name fixed by
 those settings: rerunning after the whole job died continues from the latest checkpoint
 (`ray.train.get_checkpoint()` in the loop); a failed worker is retried (`FailureConfig`).
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pipelines import storage
 from pipelines.completion import CompletionLog, settings_hash
 from pipelines.layout import RunLayout
-from pipelines.train.schedule import TrainOptions, TrainStage
+from pipelines.train.schedule import TrainOptions, TrainStage, milestone_name
 
 
 def stage_settings(layout: RunLayout, stage: TrainStage, start: str) -> dict:
@@ -35,13 +36,13 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     Returns:
         {"final": the final folder's URL, "milestones": [{"step", "weights"}] exported along
         the way (the last is final), "logs": the stage's log folder (TensorBoard events,
-        metrics.jsonl, loss.png), "metrics": the last reported metrics (empty when the stage was
-        already complete)}.
+        metrics.jsonl, loss.png), "metrics": the last reported metrics}; a stage already
+        complete returns what it returned when it finished.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pipelines.train.loop import milestone_name, train_loop
+    from pipelines.train.loop import train_loop
 
     folder = layout.path("checkpoints", stage.name)
     final = storage.join(folder, "final")
@@ -50,9 +51,10 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     milestones = [{"step": step, "weights": storage.join(folder, milestone_name(step))}
                   for step in stage.milestone_steps()[:-1]]  # fmt: skip
     milestones.append({"step": stage.steps, "weights": final})
-    done = {"final": final, "logs": logs, "milestones": milestones}
-    if CompletionLog(folder).is_complete("final", settings):
-        return {**done, "metrics": {}}
+    done = {"stage": stage.name, "final": final, "logs": logs, "milestones": milestones}
+    stages = CompletionLog(layout.checkpoints())
+    if stages.is_complete(stage.name, settings):
+        return stages.read(stage.name)["covered"]
     manifest = CompletionLog(layout.stages()).read(stage.name)["covered"]
     shards = [storage.join(layout.stages(stage.name), f"{s['name']}.tar")
               for s in manifest["shards"]]  # fmt: skip
@@ -76,7 +78,9 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     result = trainer.fit()
     if not CompletionLog(folder).is_complete("final", settings):
         raise RuntimeError(f"train {stage.name}: finished without its final checkpoint")
-    return {**done, "metrics": dict(result.metrics or {})}
+    report = {**done, "metrics": dict(result.metrics or {})}
+    stages.write(stage.name, settings, covered=report)
+    return report
 
 
 def _train_storage(layout: RunLayout) -> str:
@@ -85,3 +89,22 @@ def _train_storage(layout: RunLayout) -> str:
     if storage.is_local(url):
         storage.makedirs(url)
     return url
+
+
+def train_curriculum(layout: RunLayout, options: TrainOptions, max_patches: dict[str, int],
+                     on_stage=None) -> list[dict]:  # fmt: skip
+    """Trains every stage in order, each from the previous one's `final/` (the first from
+    `checkpoints/init`); a finished stage is a no-op.
+
+    Args:
+        max_patches: each data stage's max patches per image.
+        on_stage: called with each stage's report as soon as it is done (progress, artifacts).
+    """
+    reports, start = [], storage.join(layout.checkpoints(), "init")
+    for stage in options.stages:
+        report = train_stage(layout, options, stage, start, max_patches[stage.name])
+        reports.append(report)
+        if on_stage is not None:
+            on_stage(report)
+        start = report["final"]
+    return reports

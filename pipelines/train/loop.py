@@ -53,7 +53,7 @@ def train_loop(config: dict) -> None:
     from pipelines.loader.stage_loader import StageLoader
     from pipelines.model_folders import local_model_folder
     from pipelines.train.deepspeed_config import deepspeed_config
-    from pipelines.train.schedule import TrainStage
+    from pipelines.train.schedule import TrainStage, milestone_name
     from pipelines.train.train_log import TrainLog
 
     context = ray.train.get_context()
@@ -162,11 +162,6 @@ def _progress(stage, step: int):
     bar = tqdm(total=stage.steps, desc=f"train {stage.name}")
     bar.update(step)  # a resumed stage starts where its checkpoint was
     return bar
-
-
-def milestone_name(step: int) -> str:
-    """The folder of the weights exported at a data milestone (beside `final`)."""
-    return f"milestone-{step:06d}"
 
 
 def _export(engine, tokenizer, processor, rank: int, parent: str, name: str,

@@ -18,6 +18,11 @@ from pydantic import Field, field_validator, model_validator
 from model.options import GROUPS, FrozenOptions, check_group_names
 
 
+def milestone_name(step: int) -> str:
+    """The folder of the weights exported at a data milestone (beside `final`)."""
+    return f"milestone-{step:06d}"
+
+
 class OptimizerOptions(FrozenOptions):
     """AdamW with a cosine schedule after a linear warmup."""
 
@@ -130,6 +135,8 @@ class TrainOptions(FrozenOptions):
         names = [s.name for s in self.stages]
         if len(names) != len(set(names)):
             raise ValueError(f"train stages repeat: {names}")
+        if "init" in names:
+            raise ValueError("a train stage cannot be named 'init' (the untrained checkpoint)")
         for index, stage in enumerate(self.stages):
             try:
                 stage.accumulation(self.workers)

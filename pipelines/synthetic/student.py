@@ -1,0 +1,73 @@
+"""The demo's student LLM, pretrained on text first (EViP starts from a pretrained LLM).
+
+Its tokenizer is trained on the synthetic web's language, and a plain causal-LM loop teaches it
+that language: descriptions of drawn scenes (never the web's or the probe's own scenes), as plain
+sentences and as answers of captioning and question turns in the chat format, as a chat LLM
+knows its format before it ever sees an image. Weights are saved with `save_pretrained`: from
+here on the student is an ordinary Hugging Face checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from model.options import TinyLLMOptions
+from model.tiny import build_tiny_llm, build_tiny_tokenizer
+from pipelines.stages.render import TASK_PROMPTS
+from pipelines.stages.spec import CONCEPT_PROMPT
+from pipelines.synthetic.scenes import make_scene
+
+STUDENT_TEXT_FROM = 3_000_000
+"""First scene index of the student's text (past the web's and the probe's)."""
+
+
+def _chat(question: str, answer: str) -> str:
+    return (f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{answer}"
+            "<|im_end|>\n")  # fmt: skip
+
+
+def student_texts(seed: int, count: int) -> list[str]:
+    """`count` scenes' worth of text: each description plain and as a chat answer."""
+    rng, texts = random.Random(seed), []
+    for index in range(STUDENT_TEXT_FROM, STUDENT_TEXT_FROM + count):
+        scene = make_scene(seed, index)
+        texts.append(scene.description)
+        question = rng.choice([CONCEPT_PROMPT, TASK_PROMPTS["caption"]])
+        texts.append(_chat(question, scene.description))
+        first = scene.objects[0]
+        texts.append(_chat(f"What colour is the {first.shape}?", f"It is {first.colour}."))
+    return texts
+
+
+def pretrain_student(path: str | Path, options: TinyLLMOptions, seed: int = 0) -> Path:
+    """Builds the tokenizer and the tiny LLM, pretrains it for `options.pretrain_steps` steps on
+    `student_texts`, saves both to `path`."""
+    path = Path(path)
+    texts = student_texts(seed, options.pretrain_texts)
+    tokenizer = build_tiny_tokenizer(options.vocab_size, corpus=" ".join(texts[:4000]))
+    model = build_tiny_llm(options, tokenizer).train()
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3,
+                                                   total_steps=max(1, options.pretrain_steps))
+    generator = random.Random(seed)
+    bar = tqdm(range(options.pretrain_steps), desc="pretrain student LLM", unit="step")
+    for _ in bar:
+        batch = generator.sample(encoded, k=min(32, len(encoded)))
+        width = max(map(len, batch))
+        ids = torch.tensor([b + [tokenizer.pad_token_id] * (width - len(b)) for b in batch])
+        labels = torch.tensor([b + [-100] * (width - len(b)) for b in batch])
+        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
