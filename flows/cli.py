@@ -25,6 +25,8 @@ CONFIG_COMMANDS = {
            "train and evaluate each stage",
     "serve": "register the campaign flow with Prefect and run what the UI triggers",
     "model-info": "parameter groups and active parameters per token",
+    "plan": "the campaign's cost before any work: per stage samples, tokens, FLOPs, GPU-hours "
+            "(--paper: the paper's Mono-InternVL-2B setting)",
     "status": "per step and source: units complete / total, settings match, last error",
 }
 
@@ -54,7 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--keys", action="store_true",
                       help="list every setting, its default and meaning, then exit")  # fmt: skip
     for name, help_text in CONFIG_COMMANDS.items():
-        _add_config_args(commands.add_parser(name, help=help_text))
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        _add_config_args(command)
+        if name == "plan":
+            command.add_argument("--paper", action="store_true",
+                                 help="also show the paper's setting: InternLM2-1.8B, S1.1/S1.2/"
+                                      "S1.3 on 922M/258M/143M samples")  # fmt: skip
+            command.add_argument("--gpu-peak-tflops", type=float, default=989.0,
+                                 help="peak dense bf16 TFLOP/s of one GPU (H100: 989, A100: 312)")
+            command.add_argument("--mfu", type=float, default=0.4,
+                                 help="model FLOP utilisation to assume (0-1]")  # fmt: skip
     trace = commands.add_parser(
         "trace", help="one sample's lineage: source row, downloads, filter verdict, captions, "
         "stage shards", usage="evip trace [--config FILE] [KEY=VALUE ...] SAMPLE")
@@ -89,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             config = load_run_config(args.config, args.words[:-1])
             return _trace(config, args.words[-1])
         config = load_run_config(args.config, args.overrides)
+        if args.command == "plan":
+            return _plan(config, args)
         _run(args.command, config)
     except (ConfigError, SourceError, FileNotFoundError) as error:
         print(f"evip: {error}", file=sys.stderr)
@@ -123,6 +136,21 @@ def _run(command: str, config) -> None:
         from flows.campaign import campaign
 
         campaign.serve(name="evip", parameters={"config": config.model_dump(mode="json")})
+
+
+def _plan(config, args) -> int:
+    from pydantic import ValidationError
+
+    from flows.plan import plan_markdown
+    from pipelines.train.cost import CostOptions
+
+    try:
+        options = CostOptions(gpu_peak_tflops=args.gpu_peak_tflops, mfu=args.mfu)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ConfigError(f"plan: {first['loc'][0]}: {first['msg']}") from None
+    print(plan_markdown(config, options, paper=args.paper))
+    return 0
 
 
 def _trace(config, sample: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError, model_validator
@@ -110,11 +111,13 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] = ()) -
         for override in overrides:
             if "=" not in override:
                 raise ConfigError(f"override {override!r} must look like key.path=value")
-        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
-        data = OmegaConf.to_container(merged, resolve=True)
+            key, value = override.split("=", 1)
+            # update() walks list indices too (stages.stages.0.samples=1000)
+            OmegaConf.update(base, key, yaml.safe_load(value) if value else None, merge=True)
+        data = OmegaConf.to_container(base, resolve=True)
     except FileNotFoundError as error:
         raise ConfigError(f"config file not found: {path}") from error
-    except OmegaConfBaseException as error:
+    except (OmegaConfBaseException, yaml.YAMLError, TypeError, IndexError) as error:
         raise ConfigError(f"cannot read config {path}: {error}") from error
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")

@@ -12,7 +12,8 @@ from recaption.tiny_teacher import save_tiny_teacher
 
 
 def teacher_path(config: RunConfig) -> str:
-    """The configured checkpoint, or a tiny random InternVL written once under the run root.
+    """The configured checkpoint, or a tiny InternVL written once under the run root (random, or
+    trained on the synthetic web when `teacher.tiny.train_steps` > 0).
 
     A local path or a URL: the Ray actors that load it copy a remote folder to their own node.
     """
@@ -20,11 +21,27 @@ def teacher_path(config: RunConfig) -> str:
         if not storage.exists(storage.join(config.teacher.path, "config.json")):
             raise FileNotFoundError(f"teacher.path: no checkpoint at {config.teacher.path}")
         return config.teacher.path
-    layout = RunLayout(config.run_root)
-    settings = {"tiny_internvl": {"max_tiles": config.teacher.max_tiles, "seed": 0}}
-    model_folder(layout.teacher(), "tiny-internvl", settings,
-                 lambda local: save_tiny_teacher(local, max_tiles=config.teacher.max_tiles),
-                 layout.local_cache("teacher"))  # fmt: skip
+    layout, teacher = RunLayout(config.run_root), config.teacher
+    settings = {"tiny_internvl": {"max_tiles": teacher.max_tiles, "seed": 0,
+                                  **teacher.tiny.model_dump()}}  # fmt: skip
+    web = config.synthetic_web
+    if teacher.tiny.train_steps and web is not None:
+        from pipelines.synthetic.student import demo_tokenizer
+        from pipelines.synthetic.teacher import train_demo_teacher
+
+        settings["trained_on"] = {"web_seed": web.seed, "images": web.num_images}
+
+        def write(local):
+            train_demo_teacher(local, teacher, web.seed, web.num_images,
+                               tokenizer=demo_tokenizer(web.seed))  # fmt: skip
+    else:
+
+        def write(local):
+            save_tiny_teacher(local, max_tiles=teacher.max_tiles,
+                              hidden_size=teacher.tiny.hidden_size, layers=teacher.tiny.layers,
+                              tile=teacher.tiny.tile_size)
+
+    model_folder(layout.teacher(), "tiny-internvl", settings, write, layout.local_cache("teacher"))
     return storage.join(layout.teacher(), "tiny-internvl")
 
 

@@ -109,6 +109,24 @@ def _resize_vocab(model: MonoInternVLForCausalLM, vocab_size: int) -> None:
     model.config.vocab_size = vocab_size
 
 
+def config_for(llm_cfg: dict, experts: ExpertOptions, vision: VisionOptions,
+               **more) -> MonoInternVLConfig:  # fmt: skip
+    """The Mono-InternVL config around the LLM of a config.json dict."""
+    return MonoInternVLConfig(
+        **llm_shape(llm_cfg),
+        patch_size=vision.patch_size,
+        downsample_ratio=vision.downsample_ratio,
+        tile_size=vision.tile_size,
+        vision_hidden_size=vision.vision_hidden_size,
+        min_tiles=vision.min_tiles,
+        max_tiles=vision.max_tiles,
+        use_thumbnail=vision.use_thumbnail,
+        visual_ffn_experts=experts.visual_ffn_experts,
+        visual_attention_experts=experts.visual_attention_experts,
+        **more,
+    )
+
+
 def from_llm(
     path: str | Path,
     experts: ExpertOptions = ExpertOptions(),
@@ -134,22 +152,11 @@ def from_llm(
         raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint")
     llm_cfg = json.loads((path / "config.json").read_text())
     model_type = llm_cfg.get("model_type")
-    shape = llm_shape(llm_cfg)
+    llm_shape(llm_cfg)  # an unsupported LLM fails here, before anything is loaded
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=model_type == "internlm2")
     token_ids = add_special_tokens(tokenizer)
-    config = MonoInternVLConfig(
-        **shape,
-        patch_size=vision.patch_size,
-        downsample_ratio=vision.downsample_ratio,
-        tile_size=vision.tile_size,
-        vision_hidden_size=vision.vision_hidden_size,
-        min_tiles=vision.min_tiles,
-        max_tiles=vision.max_tiles,
-        use_thumbnail=vision.use_thumbnail,
-        visual_ffn_experts=experts.visual_ffn_experts,
-        visual_attention_experts=experts.visual_attention_experts,
-    )
+    config = config_for(llm_cfg, experts, vision)
     state = load_state_dict(path)
     if model_type == "internlm2":
         state = from_internlm2(

@@ -25,6 +25,20 @@ class GenerationOptions(FrozenOptions):
     """Forbid repeating n-grams of this size (0: off)."""
 
 
+class TinyTeacherOptions(FrozenOptions):
+    """The tiny InternVL built when no teacher `path` is given (demo)."""
+
+    hidden_size: int = Field(32, gt=0)
+    """Language model width."""
+    layers: int = Field(2, gt=0)
+    """Language model layers."""
+    tile_size: int = Field(64, gt=0, multiple_of=32)
+    """Tile side in pixels (16-px patches)."""
+    train_steps: int = Field(0, ge=0)
+    """Steps of training on the synthetic web's images and their clean descriptions, so it knows
+    more than the alt-text (as InternVL-8B does in the paper); 0 keeps random weights."""
+
+
 class TeacherOptions(FrozenOptions):
     """The captioning teacher (InternVL-8B in the paper)."""
 
@@ -42,6 +56,8 @@ class TeacherOptions(FrozenOptions):
     """Prompt variants; each image gets one, chosen from its sample id (stable across reruns)."""
     generation: GenerationOptions = GenerationOptions()
     """Decoding settings."""
+    tiny: TinyTeacherOptions = TinyTeacherOptions()
+    """Shape and training of the tiny teacher built when `path` is null."""
 
     @model_validator(mode="after")
     def _check_prompts(self) -> TeacherOptions:

@@ -22,6 +22,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from model.tiny import build_tiny_tokenizer
 
 TILE = 64
+"""Default tile side in pixels."""
 PATCH = 16
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -35,19 +36,20 @@ _NAMED_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>",
 
 
 def save_tiny_teacher(
-    path: str | Path, seed: int = 0, max_tiles: int = 6, hidden_size: int = 32, layers: int = 2
+    path: str | Path, seed: int = 0, max_tiles: int = 6, hidden_size: int = 32, layers: int = 2,
+    tokenizer=None, tile: int = TILE,
 ) -> Path:
     """Writes model, tokenizer (with chat template) and image processor to `path`."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    build_tiny_tokenizer().save_pretrained(path)
+    (tokenizer if tokenizer is not None else build_tiny_tokenizer()).save_pretrained(path)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path, extra_special_tokens=_NAMED_TOKENS)
     tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
     config = InternVLConfig(
         vision_config=InternVLVisionConfig(
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=[TILE, TILE], patch_size=[PATCH, PATCH],
+            image_size=[tile, tile], patch_size=[PATCH, PATCH],
         ),
         text_config=Qwen2Config(
             hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=layers,
@@ -57,12 +59,12 @@ def save_tiny_teacher(
         ),
         image_token_id=tokenizer.context_image_token_id,
         downsample_ratio=0.5,
-        image_seq_length=(TILE // PATCH) ** 2 // 4,
+        image_seq_length=(tile // PATCH) ** 2 // 4,
     )  # fmt: skip
     InternVLForConditionalGeneration(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     GotOcr2ImageProcessorPil(
-        size={"height": TILE, "width": TILE}, crop_to_patches=max_tiles > 1,
+        size={"height": tile, "width": tile}, crop_to_patches=max_tiles > 1,
         max_patches=max_tiles, image_mean=IMAGENET_DEFAULT_MEAN, image_std=IMAGENET_DEFAULT_STD,
     ).save_pretrained(path)  # fmt: skip
     return path

@@ -43,12 +43,18 @@ def student_texts(seed: int, count: int) -> list[str]:
     return texts
 
 
+def demo_tokenizer(seed: int, vocab_size: int = 512):
+    """The demo's byte-level BPE, trained on the web's language (student and teacher share it,
+    as Mono-InternVL and its InternVL teacher share InternLM2's)."""
+    return build_tiny_tokenizer(vocab_size, corpus=" ".join(student_texts(seed, 1000)))
+
+
 def pretrain_student(path: str | Path, options: TinyLLMOptions, seed: int = 0) -> Path:
     """Builds the tokenizer and the tiny LLM, pretrains it for `options.pretrain_steps` steps on
     `student_texts`, saves both to `path`."""
     path = Path(path)
     texts = student_texts(seed, options.pretrain_texts)
-    tokenizer = build_tiny_tokenizer(options.vocab_size, corpus=" ".join(texts[:4000]))
+    tokenizer = demo_tokenizer(seed, options.vocab_size)
     model = build_tiny_llm(options, tokenizer).train()
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
