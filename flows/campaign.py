@@ -1,9 +1,14 @@
-"""The campaign as a Prefect flow: a task per step of `flows/steps.py` (per source where the step
-runs per source), reports as artifacts.
+"""The campaign as Prefect flows: one flow per step command (ingest, recaption, stages, model,
+train, evaluate) and `evip-campaign`, which runs them all in order. Each runs a Prefect task per
+step of `flows/steps.py` (per source where the step runs per source) and publishes the step's
+report as an artifact.
 
-Trigger it from the Prefect UI (`evip serve` registers a deployment whose parameter form is the
-run config) or run it once (`evip run`, on Prefect's local server). The tasks call the same step
-table as the CLI; the Ray jobs inside them resume where a killed run stopped.
+Trigger them from the Prefect UI (`evip serve` registers one deployment per flow, whose
+parameter form is the run config) or run the campaign once (`evip run`, on Prefect's local
+server). Parameters: the run config inline (`config`), or a YAML path (`config_path`) with
+`overrides`. Rerunning after a crash skips complete work: the steps' completion records say what
+is done (not Prefect's cache, whose key includes the run id); the Ray jobs inside resume where a
+killed run stopped.
 """
 
 # No `from __future__ import annotations` here: Prefect builds the parameter schema (the UI form)
@@ -15,25 +20,45 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.config import RunConfig
+from flows.config import RunConfig, load_run_config
 from flows.ingest import served_synthetic_web
 from flows.steps import run_step, runnable, step_markdown, step_sources
 from pipelines.ingest import validate_sources
 
 STEPS = {step.name: step for step in runnable()}
+COMMANDS = list(dict.fromkeys(step.command for step in STEPS.values()))
 
 
 def _publish(markdown: str, step: str, source_name: str) -> None:
-    """Logs a step's report and keeps it as a Prefect artifact (`<step>-<source>`)."""
+    """Logs a step's report and keeps it as a Prefect artifact (`<step>-<source>`), its figures
+    embedded (the browser showing the UI cannot read the run's files)."""
     print(markdown)
     key = re.sub(r"[^a-z0-9-]+", "-", f"{step}-{source_name}".lower()).strip("-")
-    create_markdown_artifact(markdown, key=key, description=f"{step} report of {source_name}")
+    create_markdown_artifact(embed_figures(markdown), key=key,
+                             description=f"{step} report of {source_name}")  # fmt: skip
 
 
-@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
+def embed_figures(markdown: str) -> str:
+    """`![title](some.png)` with the PNG (local path or URL of the run) inlined as a data URI."""
+    import base64
+
+    from pipelines import storage
+
+    def inline(match: re.Match) -> str:
+        try:
+            data = base64.b64encode(storage.read_bytes(match.group(2))).decode()
+        except OSError:
+            return match.group(0)
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)", inline, markdown)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
       task_run_name="{step_name}-{source_name}")  # fmt: skip
 def step_task(step_name: str, config: RunConfig, source_name: str, upstream: list):
-    """One step of the campaign, for one source or (source_name "run") the whole run."""
+    """One step of the campaign, for one source or (source_name "run") the whole run; a
+    transient failure is retried with back-off, and a retry skips the step's complete units."""
     step = STEPS[step_name]
     report = run_step(step, config, None if source_name == "run" else source_name, upstream)
     for source, markdown in step_markdown(step, report, config):
@@ -41,14 +66,25 @@ def step_task(step_name: str, config: RunConfig, source_name: str, upstream: lis
     return report
 
 
-@flow(name="evip-campaign", log_prints=True)
-def campaign(config: RunConfig = RunConfig()) -> dict:
-    """One EViP campaign run: every step of the step table in order."""
+def resolve_config(config: RunConfig | None, config_path: str | None,
+                   overrides: list[str]) -> RunConfig:  # fmt: skip
+    """The run config of a flow run: inline, or loaded from `config_path`; then `overrides`."""
+    if config is not None and config_path is not None:
+        raise ValueError("give the run config inline (config) or as a path (config_path), not both")
+    if config is None:
+        return load_run_config(config_path, overrides)
+    return load_run_config(config, overrides) if overrides else config
+
+
+def run_commands(config: RunConfig, commands: list[str]) -> dict:
+    """Every step of `commands`, in campaign order, each as a Prefect task."""
+    steps = [step for step in STEPS.values() if step.command in commands]
     results, upstream = {}, []
     with contextlib.ExitStack() as web:
-        web.enter_context(served_synthetic_web(config))
-        validate_sources(config.sources)
-        for step in STEPS.values():
+        if any(step.needs_web for step in steps):
+            web.enter_context(served_synthetic_web(config))
+            validate_sources(config.sources)
+        for step in steps:
             if not step.needs_web:
                 web.close()  # downloads are done: stop serving the synthetic web
             if step.per_source:
@@ -59,3 +95,58 @@ def campaign(config: RunConfig = RunConfig()) -> dict:
             results[step.name] = report
             upstream = report if isinstance(report, list) else [report]
     return results
+
+
+@flow(name="evip-campaign", log_prints=True)
+def campaign(config: RunConfig | None = None, config_path: str | None = None,
+             overrides: list[str] = []) -> dict:  # noqa: B006 (Prefect parameters are copied)
+    """The whole EViP campaign: ingest, recaption, stage shards, model, train and evaluate each
+    stage from the previous one's final weights."""
+    return run_commands(resolve_config(config, config_path, overrides), COMMANDS)
+
+
+@flow(name="evip-ingest", log_prints=True)
+def ingest(config: RunConfig | None = None, config_path: str | None = None,
+           overrides: list[str] = []) -> dict:  # noqa: B006
+    """Plan, download (img2dataset on Ray), repair, filter and deduplicate every source."""
+    return run_commands(resolve_config(config, config_path, overrides), ["ingest"])
+
+
+@flow(name="evip-recaption", log_prints=True)
+def recaption(config: RunConfig | None = None, config_path: str | None = None,
+              overrides: list[str] = []) -> dict:  # noqa: B006
+    """Caption every kept image with the teacher (Ray Data actors)."""
+    return run_commands(resolve_config(config, config_path, overrides), ["recaption"])
+
+
+@flow(name="evip-stages", log_prints=True)
+def stages(config: RunConfig | None = None, config_path: str | None = None,
+           overrides: list[str] = []) -> dict:  # noqa: B006
+    """Build every curriculum stage's webdataset shards."""
+    return run_commands(resolve_config(config, config_path, overrides), ["stages"])
+
+
+@flow(name="evip-model", log_prints=True)
+def model(config: RunConfig | None = None, config_path: str | None = None,
+          overrides: list[str] = []) -> dict:  # noqa: B006
+    """Build Mono-InternVL from the start LLM (the init checkpoint)."""
+    return run_commands(resolve_config(config, config_path, overrides), ["model"])
+
+
+@flow(name="evip-train", log_prints=True)
+def train(config: RunConfig | None = None, config_path: str | None = None,
+          overrides: list[str] = []) -> dict:  # noqa: B006
+    """Train each curriculum stage from the previous one's final weights (Ray Train + DeepSpeed)."""
+    return run_commands(resolve_config(config, config_path, overrides), ["train"])
+
+
+@flow(name="evip-evaluate", log_prints=True)
+def evaluate(config: RunConfig | None = None, config_path: str | None = None,
+             overrides: list[str] = []) -> dict:  # noqa: B006
+    """Held-out evaluation of every checkpoint of the campaign."""
+    return run_commands(resolve_config(config, config_path, overrides), ["evaluate"])
+
+
+FLOWS = {"campaign": campaign, "ingest": ingest, "recaption": recaption, "stages": stages,
+         "model": model, "train": train, "evaluate": evaluate}  # fmt: skip
+"""Every flow `evip serve` deploys, by deployment name."""

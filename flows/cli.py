@@ -23,7 +23,9 @@ CONFIG_COMMANDS = {
                 "text perplexity, the quality-against-data figure",
     "run": "run the whole campaign as a Prefect flow: ingest, recaption, stage shards, model, "
            "train and evaluate each stage",
-    "serve": "register the campaign flow with Prefect and run what the UI triggers",
+    "serve": "serve every flow (campaign, ingest, recaption, stages, model, train, evaluate) as "
+             "a Prefect deployment and run what the UI triggers; starts a Prefect server on "
+             "127.0.0.1 unless PREFECT_API_URL is set",
     "model-info": "parameter groups and active parameters per token",
     "plan": "the campaign's cost before any work: per stage samples, tokens, FLOPs, GPU-hours "
             "(--paper: the paper's Mono-InternVL-2B setting)",
@@ -58,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in CONFIG_COMMANDS.items():
         command = commands.add_parser(name, help=help_text, description=help_text)
         _add_config_args(command)
+        if name == "serve":
+            command.add_argument("--port", type=int, default=4200,
+                                 help="port of the Prefect server started on 127.0.0.1 when "
+                                      "PREFECT_API_URL is not set")  # fmt: skip
         if name == "plan":
             command.add_argument("--paper", action="store_true",
                                  help="also show the paper's setting: InternLM2-1.8B, S1.1/S1.2/"
@@ -102,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_run_config(args.config, args.overrides)
         if args.command == "plan":
             return _plan(config, args)
+        if args.command == "serve":
+            from flows.serve import serve
+
+            serve(config, args.port)
+            return 0
         _run(args.command, config)
     except (ConfigError, SourceError, FileNotFoundError) as error:
         print(f"evip: {error}", file=sys.stderr)
@@ -132,10 +143,6 @@ def _run(command: str, config) -> None:
         from flows.campaign import campaign
 
         campaign(config)
-    elif command == "serve":
-        from flows.campaign import campaign
-
-        campaign.serve(name="evip", parameters={"config": config.model_dump(mode="json")})
 
 
 def _plan(config, args) -> int:

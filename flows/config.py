@@ -100,14 +100,19 @@ def _format_validation_error(error: ValidationError) -> str:
     return "invalid run config:\n" + "\n".join(lines)
 
 
-def load_run_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
-    """Reads YAML (or the defaults when `path` is None), applies `a.b.c=value` overrides, validates.
+def load_run_config(path: str | Path | RunConfig | None = None,
+                    overrides: list[str] = ()) -> RunConfig:  # fmt: skip
+    """Reads YAML (or the defaults when `path` is None, or a config given as such), applies
+    `a.b.c=value` overrides, validates.
 
     Raises:
         ConfigError: unreadable file, malformed override, or a value that fails validation.
     """
     try:
-        base = OmegaConf.load(path) if path is not None else OmegaConf.create({})
+        if isinstance(path, RunConfig):
+            base, path = OmegaConf.create(path.model_dump(mode="json")), "(inline)"
+        else:
+            base = OmegaConf.load(path) if path is not None else OmegaConf.create({})
         for override in overrides:
             if "=" not in override:
                 raise ConfigError(f"override {override!r} must look like key.path=value")

@@ -40,7 +40,9 @@ def ingest_markdown(report: dict) -> str:
         f"## ingest {report['source']}", "",
         f"dropped on metadata before download: {report['metadata_dropped']}", "",
         summary_table(report["downloaded"]), "", f"repairs: {report['repairs']}", "",
-        filter_summary_table(report["filtered"]), "", f"figure: {report.get('figure', '-')}",
+        filter_summary_table(report["filtered"]), "",
+        f"![{report['source']}: download and filter]({report['figure']})" if report.get("figure")
+        else "",
     ])  # fmt: skip
 
 

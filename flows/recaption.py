@@ -61,5 +61,10 @@ def recaption_one(config: RunConfig, source) -> dict:
     return {"source": source.name, **report}
 
 
-def recaption_markdown(report: dict, teacher: str) -> str:
-    return f"## recaption {report['source']} with {teacher}\n\n" + report_table(report)
+def recaption_markdown(report: dict, config: RunConfig) -> str:
+    from recaption.samples import caption_samples, samples_markdown
+
+    teacher = config.teacher.name
+    samples = caption_samples(RunLayout(config.run_root), teacher, report["source"])
+    return (f"## recaption {report['source']} with {teacher}\n\n" + report_table(report)
+            + "\n\n" + samples_markdown(samples))

@@ -192,14 +192,16 @@ def _run_train(config, source, upstream):
 
 
 def _train_report(report, config):
-    rows = ["| stage | steps | samples seen | final loss | tokens/s | loss curve |",
+    rows = ["| stage | steps | samples seen | final loss | tokens/s | logs |",
             "| --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    curves = []
     for stage in report["stages"]:
         m = stage["metrics"]
         rows.append(f"| {stage['stage']} | {m.get('step', '-')} | {m.get('samples_seen', '-')} | "
                     f"{m.get('loss', float('nan')):.4f} | {m.get('tokens_per_s', 0):.0f} | "
-                    f"{storage.join(stage['logs'], 'loss.png')} |")  # fmt: skip
-    return "## train\n\n" + "\n".join(rows)
+                    f"{stage['logs']} |")  # fmt: skip
+        curves.append(f"![{stage['stage']} loss]({storage.join(stage['logs'], 'loss.png')})")
+    return "## train\n\n" + "\n".join(rows) + "\n\n" + "\n".join(curves)
 
 
 # evaluate
@@ -254,7 +256,7 @@ def _evaluate_report(report, config):
     rows = ["| generated caption | true description |", "| --- | --- |"]
     rows += [f"| {s['caption']} | {s['truth']} |" for s in samples]
     return (f"## evaluate\n\n{report['table']}\n\nchance caption accuracy: "
-            f"{report['chance']:.3f}; quality against data seen: {report['figure']}\n\n"
+            f"{report['chance']:.3f}\n\n![quality against data seen]({report['figure']})\n\n"
             f"captions of the last stage:\n\n" + "\n".join(rows) + "\n\n"
             + accuracy_line(report))
 
@@ -268,7 +270,7 @@ def _ingest_report(report, config):
 def _recaption_report(report, config):
     from flows.recaption import recaption_markdown
 
-    return recaption_markdown(report, config.teacher.name)
+    return recaption_markdown(report, config)
 
 
 def _run_download(config, source, upstream):

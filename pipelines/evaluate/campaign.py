@@ -41,8 +41,8 @@ def _samples_seen(layout: RunLayout, checkpoints: list[dict]) -> list[int]:
             offset = seen[-1] if seen else 0
             text = storage.read_bytes(layout.path("reports", "train", point["stage"],
                                                   "metrics.jsonl")).decode()  # fmt: skip
-            stage_rows[point["stage"]] = {r["step"]: r for r in map(json.loads, text.split("\n"))
-                                          if r}  # fmt: skip
+            rows = [json.loads(line) for line in text.splitlines() if line]
+            stage_rows[point["stage"]] = {row["step"]: row for row in rows}
         seen.append(offset + stage_rows[point["stage"]][point["step"]]["samples_seen"])
     return seen
 

@@ -66,8 +66,8 @@ def _noisy(description: str, rng: random.Random) -> str:
     if roll < 0.1:
         return rng.choice(_UNRELATED)
     words = description.rstrip(".").split()
-    words = rng.sample(words, k=max(2, int(len(words) * rng.uniform(0.4, 0.9))))
-    text = " ".join(words)
+    keep = sorted(rng.sample(range(len(words)), k=max(2, int(len(words) * rng.uniform(0.4, 0.9)))))
+    text = " ".join(words[i] for i in keep)  # words dropped, the rest in order
     if rng.random() < 0.5:
         text = f"{rng.choice(_FILLERS)} {text}"
     if rng.random() < 0.4:

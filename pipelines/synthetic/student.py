@@ -1,10 +1,11 @@
 """The demo's student LLM, pretrained on text first (EViP starts from a pretrained LLM).
 
 Its tokenizer is trained on the synthetic web's language, and a plain causal-LM loop teaches it
-that language: descriptions of drawn scenes (never the web's or the probe's own scenes), as plain
-sentences and as answers of captioning and question turns in the chat format, as a chat LLM
-knows its format before it ever sees an image. Weights are saved with `save_pretrained`: from
-here on the student is an ordinary Hugging Face checkpoint.
+that language: descriptions of drawn scenes (never the web's or the probe's own scenes) and
+alt-text-like lines (web text), as plain sentences, and the descriptions as answers of captioning
+and question turns in the chat format, as a chat LLM knows its format before it sees an
+image. Weights are saved with `save_pretrained`: from here on the student is an ordinary
+Hugging Face checkpoint.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def student_texts(seed: int, count: int) -> list[str]:
     rng, texts = random.Random(seed), []
     for index in range(STUDENT_TEXT_FROM, STUDENT_TEXT_FROM + count):
         scene = make_scene(seed, index)
-        texts.append(scene.description)
+        texts += [scene.description, scene.alt_text]  # web text: clean and alt-text-like
         question = rng.choice([CONCEPT_PROMPT, TASK_PROMPTS["caption"]])
         texts.append(_chat(question, scene.description))
         first = scene.objects[0]
@@ -61,7 +62,8 @@ def pretrain_student(path: str | Path, options: TinyLLMOptions, seed: int = 0) -
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3,
                                                    total_steps=max(1, options.pretrain_steps))
     generator = random.Random(seed)
-    bar = tqdm(range(options.pretrain_steps), desc="pretrain student LLM", unit="step")
+    bar = tqdm(range(options.pretrain_steps), desc="pretrain student LLM", unit="step",
+               mininterval=2)
     for _ in bar:
         batch = generator.sample(encoded, k=min(32, len(encoded)))
         width = max(map(len, batch))
@@ -73,7 +75,7 @@ def pretrain_student(path: str | Path, options: TinyLLMOptions, seed: int = 0) -
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     model.eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

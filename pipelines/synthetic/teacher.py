@@ -46,7 +46,8 @@ def train_demo_teacher(path: str | Path, options: TeacherOptions, web_seed: int,
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3,
                                                    total_steps=max(1, tiny.train_steps))
     rng = random.Random(0)
-    for _ in (bar := tqdm(range(tiny.train_steps), desc="train demo teacher", unit="step")):
+    steps = tqdm(range(tiny.train_steps), desc="train demo teacher", unit="step", mininterval=2)
+    for _ in (bar := steps):
         batch = rng.sample(examples, k=min(16, len(examples)))
         width = max(len(p) + len(a) for p, a, _ in batch)
         pad = text.pad_token_id
@@ -62,6 +63,6 @@ def train_demo_teacher(path: str | Path, options: TeacherOptions, web_seed: int,
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     model.eval().save_pretrained(path)
     return Path(path)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from flows.cli import main
 
@@ -32,36 +39,89 @@ def test_bad_override_exits_2_with_the_field_path(capsys):
     assert "model.vision: Value error, tile_size (450)" in capsys.readouterr().err
 
 
+SMALL_DEMO = [
+    "synthetic_web.num_images=40", "model.tiny_llm.pretrain_steps=20",
+    "teacher.tiny.train_steps=5", "evaluate.images=4", "evaluate.texts=4",
+    "evaluate.max_new_tokens=8",
+    # One stage, long enough in steps that a kill after its first checkpoint lands mid-stage.
+    "train.stages=[{name: S1.1, trainable: [patch_embed, visual_ffn], steps: 40, global_batch: 2,"
+    " max_packed_tokens: 1024, checkpoint_every: 2, milestones: 2}]",
+]
+"""The demo config made small: what `evip run` does is the same, only less of it."""
+
+
+def _records(folder: Path) -> dict[str, str]:
+    """Completion records under `folder` -> their finish times (a redone unit gets a new one)."""
+    return {str(p.relative_to(folder)): json.loads(p.read_text())["finished_at"] + p.read_text()
+            for p in folder.rglob("_done/*.json")}  # fmt: skip
+
+
 @pytest.mark.slow
-def test_demo_runs_end_to_end_as_a_user_runs_it(tmp_path):
-    """`evip run`: the campaign flow on Prefect's local (temporary) server."""
+def test_a_campaign_killed_during_training_finishes_on_rerun_without_redoing_work(tmp_path):
+    """`evip run` (the campaign flow on Prefect's local server) SIGKILLed while it trains, then
+    run again: complete steps are skipped, training resumes, the weights equal a clean run's."""
+    run = tmp_path / "run"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("PREFECT_API_URL", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "--config", "configs/demo.yaml",
-         f"run_root={tmp_path}", "synthetic_web.port=0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+    command = [sys.executable, "-m", "flows.cli", "run", "--config", "configs/demo.yaml",
+               f"run_root={run}", f"synthetic_web.port={_free_port()}", *SMALL_DEMO]  # fmt: skip
+    first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.time() + 600
+
+    def registered() -> bool:  # Ray Train has recorded a checkpoint of S1.1
+        snapshots = list((run / "train").glob("S1.1-*/checkpoint_manager_snapshot.json"))
+        return bool(snapshots) and "checkpoint_dir_name" in snapshots[0].read_text()
+
+    while time.time() < deadline and first.poll() is None and not registered():
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert registered(), "the campaign did not reach training"
+    assert not (run / "checkpoints" / "S1.1" / "final").exists()  # killed mid-stage
+    before = _records(run)
+    done_before = {k for k in before if not k.startswith(("checkpoints/S1.1", "reports"))}
+
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                            env=env)  # fmt: skip
     output = result.stdout + result.stderr  # Prefect logs the flow's prints to stderr
     assert result.returncode == 0, output[-3000:]
-    assert "Flow run" in output and "Finished in state Completed()" in output
-    assert "reload exact: True" in output and "round trip exact: True" in output
-    assert "| visual_ffn |" in output and "## recaption synthetic" in output
-    assert (tmp_path / "checkpoints/init/model.safetensors").exists()
-    assert (tmp_path / "checkpoints/init-official/config.json").exists()
-    assert (tmp_path / "run_config.yaml").exists()
-    assert "## stages" in output and "| S1.3 |" in output
-    for stage in ("S1.1", "S1.2", "S1.3"):
-        assert (tmp_path / "stages" / stage / "shard-000000.tar").exists()
+    after = _records(run)
+    assert {k: after[k] for k in done_before} == {k: before[k] for k in done_before}  # not redone
+    metrics = [json.loads(line) for line in
+               (run / "reports/train/S1.1/metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    assert metrics[-1]["resumed_from"] > 0  # training went on from its checkpoint
+    assert "## train" in output and "## evaluate" in output and "caption_accuracy: init" in output
+    assert (run / "reports/eval/milestones.png").exists()
+
+    # The reference: the same steps' outputs, training run once, uninterrupted.
+    reference = tmp_path / "reference"
+    shutil.copytree(run, reference, ignore=shutil.ignore_patterns("train", "S1.1", "eval"))
+    (reference / "checkpoints/_done/S1.1.json").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "train", "--config", "configs/demo.yaml",
+         f"run_root={reference}", *SMALL_DEMO], cwd=ROOT, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = load_file(run / "checkpoints/S1.1/final/model.safetensors")
+    b = load_file(reference / "checkpoints/S1.1/final/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     converted = tmp_path / "back"
     result = subprocess.run(
         [sys.executable, "-m", "flows.cli", "convert", "from-official",
-         str(tmp_path / "checkpoints/init-official"), str(converted)],
+         str(run / "checkpoints/S1.1/final/official"), str(converted)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert (converted / "config.json").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_malformed_source_fails_before_any_work(tmp_path, capsys):

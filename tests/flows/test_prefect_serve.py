@@ -53,20 +53,22 @@ def _wait(predicate, timeout: float, what: str):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def prefect_server(tmp_path):
-    """`prefect server start` on a free loopback port, with its own PREFECT_HOME."""
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """`prefect server start` on a free loopback port, with its own PREFECT_HOME; its UI is
+    told where its API is (`PREFECT_UI_API_URL`: the port is not Prefect's default)."""
+    home = tmp_path_factory.mktemp("prefect")
     port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_API_URL": url}  # fmt: skip
     env.pop("PREFECT_API_URL", None)
-    log = (tmp_path / "server.log").open("w")
+    log = (home / "server.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
          "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/api"
     try:
         _wait(lambda: _api(url, "/health") is True, 120, "the Prefect server")
         yield url, env
@@ -78,46 +80,82 @@ def prefect_server(tmp_path):
             os.killpg(server.pid, signal.SIGKILL)
 
 
-@pytest.mark.slow
-def test_served_campaign_runs_when_triggered_and_publishes_reports(prefect_server, tmp_path):
-    url, env = prefect_server
-    config = {
-        "run_root": str(tmp_path / "run"), "ray": {"num_cpus": 2},
-        "synthetic_web": {"num_images": 24, "bad_per_kind": 1, "slow_seconds": 1.0, "port": 0},
-        "sources": [{"name": "synthetic", "paths": [f"{tmp_path}/run/sources/synthetic/*"]}],
+def small_run_config(root: Path) -> dict:
+    """A whole campaign in a minute: a small web, one stage trained for two steps."""
+    return {
+        "run_root": str(root / "run"), "ray": {"num_cpus": 2},
+        "synthetic_web": {"num_images": 24, "bad_per_kind": 1, "slow_seconds": 1.0,
+                          "port": _free_port()},
+        "sources": [{"name": "synthetic", "paths": [f"{root}/run/sources/synthetic/*"]}],
         "download": {"samples_per_shard": 16, "timeout": 0.5},
         "teacher": {"max_tiles": 1, "generation": {"max_new_tokens": 6}},
         "recaption": {"batch_size": 8},
         "model": {"vision": {"tile_size": 224, "vision_hidden_size": 32, "max_tiles": 2}},
+        "stages": {"stages": [{"name": "S1.1", "text": "alt_text", "samples_per_shard": 8}]},
+        "train": {"workers": 1, "stages": [
+            {"name": "S1.1", "trainable": ["patch_embed", "visual_ffn"], "steps": 2,
+             "global_batch": 1, "max_packed_tokens": 1024, "checkpoint_every": 1,
+             "milestones": 2}]},
+        "evaluate": {"images": 4, "texts": 4, "max_new_tokens": 6, "cpus": 0.5},
     }  # fmt: skip
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    serve_log = (tmp_path / "serve.log").open("w")
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server, tmp_path_factory):
+    """`evip serve` with a small run config: every flow as a deployment."""
+    url, env = prefect_server
+    root = tmp_path_factory.mktemp("served")
+    config = small_run_config(root)
+    (root / "run.yaml").write_text(yaml.safe_dump(config))
+    serve_log = (root / "serve.log").open("w")
     serve = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "--config", str(tmp_path / "run.yaml")],
+        [sys.executable, "-m", "flows.cli", "serve", "--config", str(root / "run.yaml")],
         cwd=ROOT, env={**env, "PREFECT_API_URL": url}, stdout=serve_log,
         stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
-        deployments = _wait(lambda: _api(url, "/deployments/filter", {}), 120, "the deployment")
-        assert deployments[0]["name"] == "evip"
-        assert deployments[0]["parameters"]["config"]["run_root"] == str(tmp_path / "run")
-        form = json.dumps(deployments[0]["parameter_openapi_schema"])
-        assert "RunConfig" in form and "max_in_flight" in form  # the UI's parameter form
-        run = _api(url, f"/deployments/{deployments[0]['id']}/create_flow_run", {})
-
-        def finished():
-            state = _api(url, f"/flow_runs/{run['id']}")["state"]["type"]
-            assert state not in ("FAILED", "CRASHED"), (tmp_path / "serve.log").read_text()[-3000:]
-            return state == "COMPLETED"
-
-        _wait(finished, 400, "the triggered flow run")
+        _wait(lambda: len(_api(url, "/deployments/filter", {})) == len(DEPLOYMENTS), 120,
+              "the deployments")  # fmt: skip
+        yield url, root, config
     finally:
         os.killpg(serve.pid, signal.SIGKILL)
         serve.wait()
+
+
+DEPLOYMENTS = ["campaign", "ingest", "recaption", "stages", "model", "train", "evaluate"]
+
+
+def finish(url: str, run_id: str, log: Path, timeout: float = 400) -> None:
+    """Waits for a flow run to complete (a failed or crashed one fails the test with its log)."""
+
+    def finished():
+        state = _api(url, f"/flow_runs/{run_id}")["state"]["type"]
+        assert state not in ("FAILED", "CRASHED"), log.read_text()[-3000:]
+        return state == "COMPLETED"
+
+    _wait(finished, timeout, "the triggered flow run")
+
+
+@pytest.mark.slow
+def test_every_flow_is_served_and_a_triggered_campaign_publishes_its_reports(served):
+    url, root, config = served
+    deployments = {d["name"]: d for d in _api(url, "/deployments/filter", {})}
+    assert sorted(deployments) == sorted(DEPLOYMENTS)
+    campaign = deployments["campaign"]
+    assert campaign["parameters"]["config"]["run_root"] == config["run_root"]
+    form = json.dumps(campaign["parameter_openapi_schema"])
+    assert "RunConfig" in form and "max_in_flight" in form and "config_path" in form  # the form
+    run = _api(url, f"/deployments/{campaign['id']}/create_flow_run", {})
+    finish(url, run["id"], root / "serve.log")
     artifacts = _api(url, "/artifacts/filter", {})
     keys = {a["key"] for a in artifacts}
-    assert {"ingest-synthetic", "recaption-synthetic", "stages-run"} <= keys
+    assert {"ingest-synthetic", "recaption-synthetic", "stages-run", "train-run",
+            "evaluate-run"} <= keys  # fmt: skip
     ingest = next(a for a in artifacts if a["key"] == "ingest-synthetic")
     assert "| kept |" in ingest["data"]
-    assert (tmp_path / "run" / "checkpoints" / "init" / "model.safetensors").exists()
-    assert (tmp_path / "run" / "reports" / "ingest-synthetic.png").exists()
+    evaluation = next(a for a in artifacts if a["key"] == "evaluate-run")
+    assert "caption_accuracy: init" in evaluation["data"]
+    run_root = Path(config["run_root"])
+    assert (run_root / "checkpoints" / "S1.1" / "final" / "model.safetensors").exists()
+    assert (run_root / "reports" / "ingest-synthetic.png").exists()
+    assert (run_root / "reports" / "eval" / "milestones.png").exists()

@@ -198,23 +198,6 @@ def _registered(storage_folder: Path, stage: str) -> bool:
     return bool(snapshots) and "checkpoint_dir_name" in snapshots[0].read_text()
 
 
-TRAIN_SCRIPT = """
-import sys
-from pipelines.layout import RunLayout
-from pipelines.ray_runtime import RayOptions, ensure_ray
-from pipelines.train.job import train_stage
-from pipelines.train.schedule import TrainOptions, TrainStage
-
-if __name__ == "__main__":
-    ensure_ray(RayOptions(num_cpus=2))
-    stage = TrainStage.model_validate_json(sys.argv[2])
-    options = TrainOptions(stages=[stage], workers=2, cpus_per_worker=0.5)
-    layout = RunLayout(sys.argv[1])
-    report = train_stage(layout, options, stage, layout.checkpoints() + "/init", max_patches=24)
-    print("resumed_from", report["metrics"]["resumed_from"])
-"""
-
-
 def _copy_run(layout: RunLayout, target: Path) -> RunLayout:
     """A fresh run with the same init checkpoint and stage shards (nothing trained yet)."""
     import shutil
@@ -226,47 +209,3 @@ def _copy_run(layout: RunLayout, target: Path) -> RunLayout:
         if record.stem != "init":
             record.unlink()
     return RunLayout(target)
-
-
-@pytest.mark.slow
-def test_a_killed_stage_resumes_to_the_weights_of_an_uninterrupted_run(run, tmp_path):
-    import os
-    import re
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    # Enough checkpoints after the first that the kill lands mid-stage, not after the end.
-    stage = TrainStage(name="S1.1", trainable=["patch_embed", "visual_ffn"], steps=12,
-                       global_batch=2, max_packed_tokens=192, checkpoint_every=2,
-                       optimizer={"lr": 5e-3, "warmup_ratio": 0.0})  # fmt: skip
-    root = Path(__file__).parents[2]
-
-    def train(layout, **popen):
-        command = [sys.executable, "-c", TRAIN_SCRIPT, layout.root, stage.model_dump_json()]
-        return subprocess.Popen(command, cwd=root, start_new_session=True, **popen)
-
-    whole = _copy_run(run, tmp_path / "whole")
-    uninterrupted = train(whole, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output, _ = uninterrupted.communicate(timeout=600)
-    assert uninterrupted.returncode == 0 and "resumed_from 0" in output, output[-3000:]
-    killed = _copy_run(run, tmp_path / "killed")
-    first = train(killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    storage_folder = tmp_path / "killed" / "train"
-    deadline = time.time() + 400
-    while time.time() < deadline and first.poll() is None and not _registered(storage_folder,
-                                                                              "S1.1"):
-        time.sleep(0.1)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
-    assert _registered(storage_folder, "S1.1"), "no checkpoint before the kill"
-    assert not (tmp_path / "killed" / "checkpoints" / "S1.1" / "final").exists()
-    resumed = train(killed, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, output[-3000:]
-    resumed_from = int(re.search(r"resumed_from (\d+)", output).group(1))
-    assert resumed_from in (2, 4, 6, 8, 10), output[-3000:]  # from a checkpoint, mid-stage
-    a = _weights(tmp_path / "whole" / "checkpoints" / "S1.1" / "final")
-    b = _weights(tmp_path / "killed" / "checkpoints" / "S1.1" / "final")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
