@@ -60,8 +60,9 @@ def run_model_demo(config: RunConfig, max_visual_tokens: int = 1280) -> dict:
     """Builds, captions two images, saves HF and official checkpoints and checks both reload."""
     layout = RunLayout(config.run_root)
     storage.write_bytes(dump_run_config(config).encode(), layout.run_config())
+    start = llm_path(config)  # first: building the demo's LLM draws random numbers
     torch.manual_seed(0)  # same settings, same initial weights: a rerun finds its checkpoint equal
-    model, tokenizer, processor = build_model(config.model, llm_path(config))
+    model, tokenizer, processor = build_model(config.model, start)
     print(parameter_table(count_parameters(model)))
     images = demo_images()
     captions = caption_images(

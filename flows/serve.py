@@ -45,14 +45,18 @@ def prefect_server(port: int):
 def serve(config: RunConfig, port: int = 4200) -> None:
     """Serves every flow until interrupted; prints where the UI is."""
     from prefect import serve as prefect_serve
+    from prefect.deployments.runner import EntrypointType
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.campaign import FLOWS
 
     parameters = {"config": config.model_dump(mode="json")}
     with prefect_server(port) as api, temporary_settings({PREFECT_API_URL: api}):
+        # Runs import the flows as modules (flows.campaign), not as a script whose folder would
+        # shadow the `recaption` package with flows/recaption.py.
         deployments = [flow.to_deployment(name=name, parameters=parameters,
-                                          description=flow.description)
+                                          description=flow.description,
+                                          entrypoint_type=EntrypointType.MODULE_PATH)
                        for name, flow in FLOWS.items()]  # fmt: skip
         print(f"evip: serving {len(deployments)} deployments ({', '.join(FLOWS)}); "
               f"Prefect UI: {api[: -len('/api')]}", flush=True)

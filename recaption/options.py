@@ -34,6 +34,8 @@ class TinyTeacherOptions(FrozenOptions):
     """Language model layers."""
     tile_size: int = Field(64, gt=0, multiple_of=32)
     """Tile side in pixels (16-px patches)."""
+    lr: float = Field(2e-3, gt=0)
+    """Peak learning rate of that training (one-cycle schedule)."""
     train_steps: int = Field(0, ge=0)
     """Steps of training on the synthetic web's images and their clean descriptions, so it knows
     more than the alt-text (as InternVL-8B does in the paper); 0 keeps random weights."""

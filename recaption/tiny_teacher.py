@@ -48,7 +48,8 @@ def save_tiny_teacher(
     torch.manual_seed(seed)
     config = InternVLConfig(
         vision_config=InternVLVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
+            num_attention_heads=2,
             image_size=[tile, tile], patch_size=[PATCH, PATCH],
         ),
         text_config=Qwen2Config(

@@ -42,8 +42,8 @@ def train_demo_teacher(path: str | Path, options: TeacherOptions, web_seed: int,
         answer = text(scene.description + "<|im_end|>", add_special_tokens=False)["input_ids"]
         examples.append((prepared.input_ids.tolist(), answer, torch.from_numpy(
             prepared.pixel_values).float()))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3,
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tiny.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=tiny.lr,
                                                    total_steps=max(1, tiny.train_steps))
     rng = random.Random(0)
     steps = tqdm(range(tiny.train_steps), desc="train demo teacher", unit="step", mininterval=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -136,17 +137,26 @@ def finish(url: str, run_id: str, log: Path, timeout: float = 400) -> None:
     _wait(finished, timeout, "the triggered flow run")
 
 
-@pytest.mark.slow
-def test_every_flow_is_served_and_a_triggered_campaign_publishes_its_reports(served):
-    url, root, config = served
+@pytest.fixture(scope="module")
+def triggered_campaign(served):
+    """The campaign deployment triggered through the API, run to completion."""
+    url, root, _ = served
     deployments = {d["name"]: d for d in _api(url, "/deployments/filter", {})}
+    run = _api(url, f"/deployments/{deployments['campaign']['id']}/create_flow_run", {})
+    finish(url, run["id"], root / "serve.log")
+    return deployments
+
+
+@pytest.mark.slow
+def test_every_flow_is_served_and_a_triggered_campaign_publishes_its_reports(served,
+                                                                             triggered_campaign):
+    url, root, config = served
+    deployments = triggered_campaign
     assert sorted(deployments) == sorted(DEPLOYMENTS)
     campaign = deployments["campaign"]
     assert campaign["parameters"]["config"]["run_root"] == config["run_root"]
     form = json.dumps(campaign["parameter_openapi_schema"])
     assert "RunConfig" in form and "max_in_flight" in form and "config_path" in form  # the form
-    run = _api(url, f"/deployments/{campaign['id']}/create_flow_run", {})
-    finish(url, run["id"], root / "serve.log")
     artifacts = _api(url, "/artifacts/filter", {})
     keys = {a["key"] for a in artifacts}
     assert {"ingest-synthetic", "recaption-synthetic", "stages-run", "train-run",
@@ -159,3 +169,62 @@ def test_every_flow_is_served_and_a_triggered_campaign_publishes_its_reports(ser
     assert (run_root / "checkpoints" / "S1.1" / "final" / "model.safetensors").exists()
     assert (run_root / "reports" / "ingest-synthetic.png").exists()
     assert (run_root / "reports" / "eval" / "milestones.png").exists()
+
+
+ARTIFACTS = ROOT / "test-artifacts" / "ui"
+"""Screenshots of the browser test (kept after the run: CI can publish the folder)."""
+
+
+def _records(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): p.read_text() for p in folder.rglob("_done/*.json")}
+
+
+@pytest.mark.slow
+def test_the_ui_lists_every_deployment_and_runs_the_campaign_with_a_changed_field(
+        served, triggered_campaign):
+    """Debian's chromium, headless, driven by Playwright: the deployments page, then a custom
+    run of the campaign from its page with one field of the form changed."""
+    from playwright.sync_api import sync_playwright
+
+    url, root, config = served
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed (.ci/run installs it: apt-get install chromium)"
+    ui = url[: -len("/api")]
+    run_root = Path(config["run_root"])
+    before = _records(run_root)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{ui}/deployments")
+        page.get_by_text(f"{len(DEPLOYMENTS)} Deployments").wait_for(timeout=60_000)
+        for name in DEPLOYMENTS:  # each deployment and its flow (rendered as they load)
+            page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+            page.get_by_text(f"evip-{name}", exact=True).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "deployments.png"), full_page=True)
+
+        page.get_by_text("campaign", exact=True).first.click()
+        page.get_by_role("button", name="Run", exact=True).click()
+        page.get_by_text("Custom run").click()
+        images = page.locator(
+            "xpath=//*[normalize-space(text())='Images (Optional)']/following::input[1]")
+        images.wait_for(timeout=60_000)
+        assert images.input_value() == str(config["evaluate"]["images"])
+        images.fill("3")  # evaluate.images: only the evaluation has to be redone
+        page.screenshot(path=str(ARTIFACTS / "custom-run.png"))
+        earlier = {r["id"] for r in _api(url, "/flow_runs/filter", {})}
+        page.get_by_role("button", name="Submit", exact=True).click()
+        run_id = _wait(lambda: next((r["id"] for r in _api(url, "/flow_runs/filter", {})
+                                     if r["id"] not in earlier), None), 60, "the new flow run")
+        finish(url, run_id, root / "serve.log", timeout=600)
+        page.goto(f"{ui}/runs/flow-run/{run_id}")
+        page.get_by_text("Completed").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "flow-run-completed.png"))
+        browser.close()
+    parameters = _api(url, f"/flow_runs/{run_id}")["parameters"]
+    assert parameters["config"]["evaluate"]["images"] == 3
+    evaluated = json.loads((run_root / "reports/eval/_done/init.json").read_text())
+    assert evaluated["settings"]["options"]["images"] == 3
+    after = _records(run_root)
+    kept = [k for k in before if not k.startswith("reports/eval")]
+    assert kept and {k: after[k] for k in kept} == {k: before[k] for k in kept}  # not redone
