@@ -94,7 +94,22 @@ def run_commands(config: RunConfig, commands: list[str]) -> dict:
                 report = step_task(step.name, config, "run", upstream)
             results[step.name] = report
             upstream = report if isinstance(report, list) else [report]
+    write_report(config, steps, results)
     return results
+
+
+def write_report(config: RunConfig, steps: list, results: dict) -> str:
+    """Every step's report in one markdown file, `reports/<commands>.md`; returns its URL."""
+    from pipelines import storage
+    from pipelines.layout import RunLayout
+
+    parts = [markdown for step in steps
+             for _, markdown in step_markdown(step, results[step.name], config)]  # fmt: skip
+    name = "campaign" if len(steps) == len(STEPS) else "-".join(
+        dict.fromkeys(step.command for step in steps))
+    url = RunLayout(config.run_root).report(f"{name}.md")
+    storage.write_bytes(("\n\n".join(parts) + "\n").encode(), url)
+    return url
 
 
 @flow(name="evip-campaign", log_prints=True)

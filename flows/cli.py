@@ -141,8 +141,14 @@ def _run(command: str, config) -> None:
         print(status_table(run_status(config)))
     elif command == "run":
         from flows.campaign import campaign
+        from pipelines.evaluate.campaign import accuracy_line
+        from pipelines.layout import RunLayout
 
-        campaign(config)
+        results = campaign(config)
+        print(f"report: {RunLayout(config.run_root).report('campaign.md')} (figures beside it; "
+              "also Prefect artifacts)")  # fmt: skip
+        if "figures" in results.get("evaluate", {}):
+            print(accuracy_line(results["evaluate"]))
 
 
 def _plan(config, args) -> int:

@@ -1,7 +1,9 @@
 """Held-out evaluation of one checkpoint folder against a probe (`pipelines/synthetic/probe.py`).
 
 - `heldout_loss`: next-token loss of the true description given the image and the caption prompt
-  (teacher forcing, the training loss on pairs the run never saw);
+  (teacher forcing, the training loss on pairs the run never saw); `image_gain`: how much lower
+  it is than with the wrong image (each description scored with the next one's): what the image
+  tells the model;
 - `caption_accuracy` (and per shape / colour / text): greedy captions scored by `scoring`;
 - `grounding_accuracy`: the box answered for the first object's phrase, right at IoU >= 0.5;
 - `text_perplexity`: of held-out prose, text only (delta tuning must leave it bit-for-bit alone).
@@ -85,11 +87,14 @@ def evaluate_weights(weights: str, probe: str, options: EvalOptions) -> dict:
         box, target = parse_box(answer), box_1000(truth["objects"][0]["box"], row["width"],
                                                   row["height"])  # fmt: skip
         grounded.append(box is not None and iou(box, target) >= 0.5)
+    descriptions = [t["description"] for t in truths]
+    loss = ask.loss(images, descriptions)
     return {
         "weights": weights,
         **accuracy(scores),
         "grounding_accuracy": sum(grounded) / len(grounded),
-        "heldout_loss": ask.loss(images, [t["description"] for t in truths]),
+        "heldout_loss": loss,
+        "image_gain": ask.loss(images[1:] + images[:1], descriptions) - loss,
         "text_perplexity": ask.perplexity(prose),
         "samples": [{"caption": c, "truth": t["description"]}
                     for c, t in zip(captions[:6], truths)],  # fmt: skip

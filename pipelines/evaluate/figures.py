@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 COLUMNS = ("caption_accuracy", "shape_accuracy", "colour_accuracy", "text_accuracy",
-           "grounding_accuracy", "heldout_loss", "text_perplexity")  # fmt: skip
+           "grounding_accuracy", "heldout_loss", "image_gain", "text_perplexity")  # fmt: skip
 
 
 def milestones_png(points: list[dict], chance: float | None = None) -> bytes:

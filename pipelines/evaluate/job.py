@@ -7,6 +7,8 @@ not redone.
 
 from __future__ import annotations
 
+from tqdm import tqdm
+
 from pipelines import storage
 from pipelines.completion import CompletionLog
 from pipelines.evaluate.evaluate import EvalOptions, evaluate_weights
@@ -39,8 +41,13 @@ def evaluate_checkpoints(folder: str, checkpoints: dict[str, str], probe: str,
         raise ValueError(f"evaluate: checkpoints not complete: {missing}")
     todo = [name for name in checkpoints if not log.is_complete(name, settings[name])]
     task = ray.remote(num_cpus=options.cpus)(_evaluate_and_record)
-    ray.get([task.remote(folder, name, checkpoints[name], probe, options, settings[name])
-             for name in todo])  # fmt: skip
+    pending = [task.remote(folder, name, checkpoints[name], probe, options, settings[name])
+               for name in todo]  # fmt: skip
+    with tqdm(total=len(pending), desc="evaluate checkpoints", unit="checkpoint") as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)  # raises the task's error
+            bar.update(len(done))
     return {name: storage.read_json(storage.join(folder, f"{name}.json")) for name in checkpoints}
 
 

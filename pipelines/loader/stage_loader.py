@@ -120,16 +120,21 @@ class StageLoader:
 
         yield from emit()
         while self.epochs is None or state["epoch"] < self.epochs:
-            order = self.order(state["epoch"])
+            order, usable = self.order(state["epoch"]), False
+            whole = state["cursor"] == 0 and state["offset"] == 0  # not a resumed epoch
             while state["cursor"] < len(order):
                 url = order[state["cursor"]]
                 for offset, sample in self._samples(url, state["offset"]):
                     state["offset"] = offset + 1
                     encoded = self.encode(sample, (state["epoch"], state["cursor"], url, offset))
                     if encoded is not None:
+                        usable = True
                         ready += packer.add(encoded)
                         yield from emit()
                 state["cursor"], state["offset"] = state["cursor"] + 1, 0
+            if whole and not usable:  # endless epochs of nothing: a dead end, not a wait
+                raise RuntimeError(f"loader: no usable sample in a whole epoch of {len(order)} "
+                                   f"shards (skipped: {dict(self.skipped)})")
             ready += packer.flush()  # an epoch's last packs
             state["epoch"], state["cursor"] = state["epoch"] + 1, 0
             yield from emit()

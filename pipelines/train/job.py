@@ -58,6 +58,10 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     manifest = CompletionLog(layout.stages()).read(stage.name)["covered"]
     shards = [storage.join(layout.stages(stage.name), f"{s['name']}.tar")
               for s in manifest["shards"]]  # fmt: skip
+    if len(shards) < options.workers:
+        raise ValueError(f"train {stage.name}: {len(shards)} stage shards for {options.workers} "
+                         "workers (each reads whole shards): lower the stage's samples_per_shard "
+                         "or train.workers")  # fmt: skip
     config = {"stage": stage.model_dump(mode="json"), "shards": shards, "start": start,
               "max_patches": max_patches, "seed": options.seed, "use_gpu": options.use_gpu,
               "threads": options.cpus_per_worker, "folder": folder,

@@ -164,3 +164,9 @@ def test_square_root_averaging_weighs_each_sample_by_its_answer_length(tmp_path,
                                                              1 / mine.sum().item() ** 0.5))
     plain = next(iter(_loader(urls, tokenizer, processor)))
     assert torch.equal(plain["loss_weights"][0], (plain["labels"][0] != IGNORE).float())
+
+
+def test_endless_epochs_of_unreadable_shards_stop_with_an_error(tmp_path, tokenizer, processor):
+    loader = _loader([str(tmp_path / "missing.tar")], tokenizer, processor, epochs=None)
+    with pytest.raises(RuntimeError, match="no usable sample in a whole epoch"):
+        next(iter(loader))
