@@ -57,7 +57,12 @@ def pretrain_student(path: str | Path, options: TinyLLMOptions, seed: int = 0) -
     texts = student_texts(seed, options.pretrain_texts)
     tokenizer = demo_tokenizer(seed, options.vocab_size)
     model = build_tiny_llm(options, tokenizer).train()
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    # Packed into long sequences, as LLMs are pretrained: positions far past one sentence are
+    # in distribution, where the answer sits after an image's hundreds of visual tokens.
+    stream = []
+    for text in random.Random(seed).sample(texts, len(texts)):
+        stream += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    length = min(options.pretrain_length, len(stream) - 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3,
                                                    total_steps=max(1, options.pretrain_steps))
@@ -65,11 +70,9 @@ def pretrain_student(path: str | Path, options: TinyLLMOptions, seed: int = 0) -
     bar = tqdm(range(options.pretrain_steps), desc="pretrain student LLM", unit="step",
                mininterval=2)
     for _ in bar:
-        batch = generator.sample(encoded, k=min(32, len(encoded)))
-        width = max(map(len, batch))
-        ids = torch.tensor([b + [tokenizer.pad_token_id] * (width - len(b)) for b in batch])
-        labels = torch.tensor([b + [-100] * (width - len(b)) for b in batch])
-        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+        starts = [generator.randrange(len(stream) - length) for _ in range(8)]
+        ids = torch.tensor([stream[i : i + length] for i in starts])
+        loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -75,6 +75,7 @@ def test_a_campaign_killed_during_training_finishes_on_rerun_without_redoing_wor
 
     while time.time() < deadline and first.poll() is None and not registered():
         time.sleep(0.05)
+    assert first.poll() is None, f"the campaign ended (exit {first.returncode}) before training"
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert registered(), "the campaign did not reach training"
