@@ -14,12 +14,12 @@ import random
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from model.options import TinyLLMOptions
 from model.tiny import build_tiny_llm, build_tiny_tokenizer
 from pipelines.stages.render import TASK_PROMPTS
 from pipelines.stages.spec import CONCEPT_PROMPT
+from pipelines.synthetic.fit import fit
 from pipelines.synthetic.scenes import make_scene
 
 STUDENT_TEXT_FROM = 3_000_000
@@ -56,29 +56,21 @@ def pretrain_student(path: str | Path, options: TinyLLMOptions, seed: int = 0) -
     path = Path(path)
     texts = student_texts(seed, options.pretrain_texts)
     tokenizer = demo_tokenizer(seed, options.vocab_size)
-    model = build_tiny_llm(options, tokenizer).train()
+    model = build_tiny_llm(options, tokenizer)
     # Packed into long sequences, as LLMs are pretrained: positions far past one sentence are
     # in distribution, where the answer sits after an image's hundreds of visual tokens.
     stream = []
     for text in random.Random(seed).sample(texts, len(texts)):
         stream += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     length = min(options.pretrain_length, len(stream) - 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3,
-                                                   total_steps=max(1, options.pretrain_steps))
     generator = random.Random(seed)
-    bar = tqdm(range(options.pretrain_steps), desc="pretrain student LLM", unit="step",
-               mininterval=2)
-    for _ in bar:
+
+    def batch() -> dict:
         starts = [generator.randrange(len(stream) - length) for _ in range(8)]
         ids = torch.tensor([stream[i : i + length] for i in starts])
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        return {"input_ids": ids, "labels": ids}
+
+    fit(model, batch, options.pretrain_steps, 3e-3, "pretrain student LLM")
     model.eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

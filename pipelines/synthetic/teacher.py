@@ -13,8 +13,8 @@ import random
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from pipelines.synthetic.fit import fit
 from recaption.options import TeacherOptions
 from recaption.prompts import prompt_for
 from recaption.tiny_teacher import save_tiny_teacher
@@ -31,7 +31,7 @@ def train_demo_teacher(path: str | Path, options: TeacherOptions, web_seed: int,
     tiny = options.tiny
     save_tiny_teacher(path, max_tiles=options.max_tiles, hidden_size=tiny.hidden_size,
                       layers=tiny.layers, tokenizer=tokenizer, tile=tiny.tile_size)  # fmt: skip
-    model = InternVLForConditionalGeneration.from_pretrained(path).train()
+    model = InternVLForConditionalGeneration.from_pretrained(path)
     inputs = TeacherInputs(str(path), options)
     text = inputs.processor.tokenizer
     examples = []
@@ -42,27 +42,21 @@ def train_demo_teacher(path: str | Path, options: TeacherOptions, web_seed: int,
         answer = text(scene.description + "<|im_end|>", add_special_tokens=False)["input_ids"]
         examples.append((prepared.input_ids.tolist(), answer, torch.from_numpy(
             prepared.pixel_values).float()))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tiny.lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=tiny.lr,
-                                                   total_steps=max(1, tiny.train_steps))
-    rng = random.Random(0)
-    steps = tqdm(range(tiny.train_steps), desc="train demo teacher", unit="step", mininterval=2)
-    for _ in (bar := steps):
-        batch = rng.sample(examples, k=min(16, len(examples)))
-        width = max(len(p) + len(a) for p, a, _ in batch)
-        pad = text.pad_token_id
-        ids = torch.tensor([p + a + [pad] * (width - len(p) - len(a)) for p, a, _ in batch])
-        labels = torch.tensor([[-100] * len(p) + a + [-100] * (width - len(p) - len(a))
-                               for p, a, _ in batch])  # fmt: skip
-        mask = torch.tensor([[1] * (len(p) + len(a)) + [0] * (width - len(p) - len(a))
-                             for p, a, _ in batch])  # fmt: skip
-        pixels = torch.cat([x for _, _, x in batch])
-        loss = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    rng, pad = random.Random(0), text.pad_token_id
+
+    def batch() -> dict:
+        chosen = rng.sample(examples, k=min(16, len(examples)))
+        width = max(len(p) + len(a) for p, a, _ in chosen)
+        fill = [width - len(p) - len(a) for p, a, _ in chosen]
+        return {
+            "input_ids": torch.tensor([p + a + [pad] * n for (p, a, _), n in zip(chosen, fill)]),
+            "labels": torch.tensor([[-100] * len(p) + a + [-100] * n
+                                    for (p, a, _), n in zip(chosen, fill)]),
+            "attention_mask": torch.tensor([[1] * (len(p) + len(a)) + [0] * n
+                                            for (p, a, _), n in zip(chosen, fill)]),
+            "pixel_values": torch.cat([x for _, _, x in chosen]),
+        }  # fmt: skip
+
+    fit(model, batch, tiny.train_steps, tiny.lr, "train demo teacher")
     model.eval().save_pretrained(path)
     return Path(path)
