@@ -76,6 +76,8 @@ def train_loop(config: dict) -> None:
                                   weight_decay=opt.weight_decay)  # fmt: skip
     engine, optimizer, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=deepspeed_config(stage, world, device))
+    if world == 1 and stage.zero_stage == 0:
+        engine.enable_backward_allreduce = False  # one worker: no gradients to average
     loader = StageLoader(config["shards"], tokenizer, processor, max_patches=config["max_patches"],
                          max_tokens=stage.max_packed_tokens, rank=rank, world=world,
                          seed=config["seed"], epochs=None, loss_reduction=stage.loss_reduction,
@@ -95,6 +97,7 @@ def train_loop(config: dict) -> None:
     progress = _progress(stage, step) if rank == 0 else None
     batches, resumed_from = iter(loader), step
     accumulation, step_times = stage.accumulation(world), []
+    last, reporting = time.perf_counter(), 0.0
     while step < stage.steps:
         for group in optimizer.param_groups:
             group["lr"] = stage.lr_at(step)
@@ -125,9 +128,12 @@ def train_loop(config: dict) -> None:
                    "grad_norm": None if grad_norm is None else float(grad_norm),
                    "tokens": int(seen[1]), "samples_seen": samples_seen,
                    "packing_efficiency": tokens / capacity, "step_seconds": seconds,
+                   "wall_seconds": time.perf_counter() - last,  # with the data's time
+                   "report_seconds": reporting,  # the previous step's export/checkpoint/report
                    "tokens_per_s": int(seen[1]) / seconds,
                    "mean_step_seconds": sum(warm) / len(warm),
                    "resumed_from": resumed_from}  # fmt: skip
+        reported_from = time.perf_counter()
         if log is not None:
             log.add(metrics)
             progress.update(1)
@@ -147,8 +153,9 @@ def train_loop(config: dict) -> None:
                     log.sync()
                 saved = ray.train.Checkpoint.from_directory(folder)
                 ray.train.report(metrics, checkpoint=saved)
-        else:
-            ray.train.report(metrics)
+        elif step % stage.report_every == 0:
+            ray.train.report(metrics)  # a barrier across workers: not every step
+        reporting, last = time.perf_counter() - reported_from, time.perf_counter()
     if log is not None:
         log.finish()
         progress.close()

@@ -67,6 +67,9 @@ class TrainStage(FrozenOptions):
     """Steps between checkpoints."""
     keep_checkpoints: int = Field(2, gt=0)
     """Checkpoints kept (the newest)."""
+    report_every: int = Field(10, gt=0)
+    """Steps between metric reports to Ray Train (each is a barrier across the workers, over a
+    second on a small machine); every step still goes to TensorBoard and metrics.jsonl."""
     deepspeed: dict = {}
     """A user's DeepSpeed JSON, merged over the generated config."""
     milestones: int = Field(4, gt=0)
