@@ -20,9 +20,13 @@ def caption_samples(layout: RunLayout, teacher: str, source: str, count: int = 6
     for url in sorted(storage.glob(storage.join(layout.captions(teacher, source), "*.parquet"))):
         shard = int(url.rsplit("/", 1)[1].split(".")[0])
         captions = storage.read_parquet(url).to_pylist()
-        raw = storage.read_parquet(layout.raw_folder(source).shard(shard, "parquet"))
-        columns = [c for c in ("key", "caption", GROUND_TRUTH, "gt_text") if c in raw.column_names]
-        truth = {r["key"]: r for r in raw.select(columns).to_pylist()}
+        raw_url = layout.raw_folder(source).shard(shard, "parquet")
+        truth = {}
+        if storage.exists(raw_url):  # img2dataset's metadata: the alt-text, any ground truth
+            raw = storage.read_parquet(raw_url)
+            columns = [c for c in ("key", "caption", GROUND_TRUTH, "gt_text")
+                       if c in raw.column_names]  # fmt: skip
+            truth = {r["key"]: r for r in raw.select(columns).to_pylist()}
         for row in captions:
             original = truth.get(row["key"], {})
             if len(rows) < count and row["teacher_caption"]:

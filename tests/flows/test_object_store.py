@@ -30,7 +30,7 @@ def _outputs(config) -> dict:
 def test_s3_run_root_equals_a_local_run(ray_local, s3_bucket, tmp_path):
     port = _free_port()  # both runs serve the synthetic web on one port: the same URLs
     overrides = [f"synthetic_web.port={port}", "synthetic_web.num_images=24",
-                 "synthetic_web.slow_seconds=2.5"]  # fmt: skip
+                 "synthetic_web.slow_seconds=2.5", "teacher.tiny.train_steps=5"]  # fmt: skip
     local = load_run_config(DEMO, [f"run_root={tmp_path / 'run'}", *overrides])
     remote = load_run_config(DEMO, [f"run_root={s3_bucket}/run", *overrides])
     steps = runnable("ingest") + runnable("recaption")
