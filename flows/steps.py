@@ -169,14 +169,11 @@ def _train_units(config, layout, source):
 
 
 def _train_settings(config, layout, source, unit):
-    from pipelines.train.job import stage_settings
+    from pipelines.train.job import stage_settings, stage_start
 
-    stages = config.train.stages
-    index = next(i for i, s in enumerate(stages) if s.name == unit)
-    start = (storage.join(layout.checkpoints(), "init") if index == 0
-             else storage.join(layout.checkpoints(), stages[index - 1].name, "final"))  # fmt: skip
+    stage = next(s for s in config.train.stages if s.name == unit)
     try:
-        return stage_settings(layout, stages[index], start)
+        return stage_settings(layout, stage, stage_start(layout, config.train, unit))
     except ValueError:
         return None  # its data or its start checkpoint is not there yet
 

@@ -112,19 +112,9 @@ def _resize_vocab(model: MonoInternVLForCausalLM, vocab_size: int) -> None:
 def config_for(llm_cfg: dict, experts: ExpertOptions, vision: VisionOptions,
                **more) -> MonoInternVLConfig:  # fmt: skip
     """The Mono-InternVL config around the LLM of a config.json dict."""
-    return MonoInternVLConfig(
-        **llm_shape(llm_cfg),
-        patch_size=vision.patch_size,
-        downsample_ratio=vision.downsample_ratio,
-        tile_size=vision.tile_size,
-        vision_hidden_size=vision.vision_hidden_size,
-        min_tiles=vision.min_tiles,
-        max_tiles=vision.max_tiles,
-        use_thumbnail=vision.use_thumbnail,
-        visual_ffn_experts=experts.visual_ffn_experts,
-        visual_attention_experts=experts.visual_attention_experts,
-        **more,
-    )
+    # The options' fields are the config's fields (`MonoInternVLConfig.vision_options` inverts it).
+    return MonoInternVLConfig(**llm_shape(llm_cfg), **vision.model_dump(), **experts.model_dump(),
+                              **more)
 
 
 def from_llm(

@@ -107,6 +107,10 @@ class RunLayout:
     def checkpoints(self) -> str:
         return self.path("checkpoints")
 
+    def stage_checkpoint(self, stage: str, name: str = "final") -> str:
+        """A stage's exported weights: `final`, or a data milestone's folder."""
+        return self.path("checkpoints", stage, name)
+
     def llm(self) -> str:
         return self.path("llm")
 

@@ -20,13 +20,12 @@ def campaign_checkpoints(layout: RunLayout, train: TrainOptions) -> list[dict]:
     out = [{"name": "init", "stage": "init", "step": 0,
             "weights": storage.join(layout.checkpoints(), "init")}]  # fmt: skip
     for stage in train.stages:
-        folder = layout.path("checkpoints", stage.name)
         for step in stage.milestone_steps():
             last = step == stage.steps
             out.append({"name": stage.name if last else f"{stage.name}-step{step:06d}",
                         "stage": stage.name, "step": step,
-                        "weights": storage.join(folder, "final" if last
-                                                else milestone_name(step))})  # fmt: skip
+                        "weights": layout.stage_checkpoint(stage.name, "final" if last
+                                                           else milestone_name(step))})  # fmt: skip
     return out
 
 

@@ -118,10 +118,7 @@ PAPER_STAGES = [("S1.1", 922_000_000, 1280, "alt_text"), ("S1.2", 258_000_000, 1
 
 def paper_costs(options: CostOptions) -> tuple[list[StageCost], ActiveParameters]:
     """The paper's setting: Mono-InternVL-2B on InternLM2-1.8B, S1.1-S1.3."""
-    active = active_parameters(INTERNLM2_1_8B)
-    costs = [stage_cost(name, samples, patches * options.visual_fill, TEXT_TOKENS[kind], active,
-                        options) for name, samples, patches, kind in PAPER_STAGES]  # fmt: skip
-    return costs, active
+    return run_costs(INTERNLM2_1_8B, ExpertOptions(), VisionOptions(), PAPER_STAGES, options)
 
 
 def run_costs(llm_config: dict, experts: ExpertOptions, vision: VisionOptions,

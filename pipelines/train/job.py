@@ -44,11 +44,11 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
 
     from pipelines.train.loop import train_loop
 
-    folder = layout.path("checkpoints", stage.name)
-    final = storage.join(folder, "final")
+    folder, final = layout.path("checkpoints", stage.name), layout.stage_checkpoint(stage.name)
     settings = stage_settings(layout, stage, start)
     logs = layout.path("reports", "train", stage.name)
-    milestones = [{"step": step, "weights": storage.join(folder, milestone_name(step))}
+    milestones = [{"step": step,
+                   "weights": layout.stage_checkpoint(stage.name, milestone_name(step))}
                   for step in stage.milestone_steps()[:-1]]  # fmt: skip
     milestones.append({"step": stage.steps, "weights": final})
     done = {"stage": stage.name, "final": final, "logs": logs, "milestones": milestones}
@@ -95,20 +95,20 @@ def _train_storage(layout: RunLayout) -> str:
     return url
 
 
-def train_curriculum(layout: RunLayout, options: TrainOptions, max_patches: dict[str, int],
-                     on_stage=None) -> list[dict]:  # fmt: skip
-    """Trains every stage in order, each from the previous one's `final/` (the first from
-    `checkpoints/init`); a finished stage is a no-op.
+def stage_start(layout: RunLayout, options: TrainOptions, name: str) -> str:
+    """The checkpoint stage `name` starts from: the previous stage's final, the first `init`."""
+    names = [stage.name for stage in options.stages]
+    index = names.index(name)
+    return (storage.join(layout.checkpoints(), "init") if index == 0
+            else layout.stage_checkpoint(names[index - 1]))  # fmt: skip
+
+
+def train_curriculum(layout: RunLayout, options: TrainOptions,
+                     max_patches: dict[str, int]) -> list[dict]:  # fmt: skip
+    """Trains every stage in order, each from `stage_start` (a finished stage is a no-op).
 
     Args:
         max_patches: each data stage's max patches per image.
-        on_stage: called with each stage's report as soon as it is done (progress, artifacts).
     """
-    reports, start = [], storage.join(layout.checkpoints(), "init")
-    for stage in options.stages:
-        report = train_stage(layout, options, stage, start, max_patches[stage.name])
-        reports.append(report)
-        if on_stage is not None:
-            on_stage(report)
-        start = report["final"]
-    return reports
+    return [train_stage(layout, options, stage, stage_start(layout, options, stage.name),
+                        max_patches[stage.name]) for stage in options.stages]  # fmt: skip
