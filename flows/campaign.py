@@ -20,13 +20,14 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.commands import COMMANDS as COMMAND_DOCS
 from flows.config import RunConfig, load_run_config
 from flows.ingest import served_synthetic_web
 from flows.steps import run_step, runnable, step_markdown, step_sources
 from pipelines.ingest import validate_sources
 
 STEPS = {step.name: step for step in runnable()}
-COMMANDS = list(dict.fromkeys(step.command for step in STEPS.values()))
+COMMANDS = list(COMMAND_DOCS)
 
 
 def _publish(markdown: str, step: str, source_name: str) -> None:
@@ -120,46 +121,18 @@ def campaign(config: RunConfig | None = None, config_path: str | None = None,
     return run_commands(resolve_config(config, config_path, overrides), COMMANDS)
 
 
-@flow(name="evip-ingest", log_prints=True)
-def ingest(config: RunConfig | None = None, config_path: str | None = None,
-           overrides: list[str] = []) -> dict:  # noqa: B006
-    """Plan, download (img2dataset on Ray), repair, filter and deduplicate every source."""
-    return run_commands(resolve_config(config, config_path, overrides), ["ingest"])
+def _command_flow(command: str):
+    """The flow of one step command (`evip-<command>`), described as the CLI describes it."""
+
+    def run(config: RunConfig | None = None, config_path: str | None = None,
+            overrides: list[str] = []) -> dict:  # noqa: B006
+        return run_commands(resolve_config(config, config_path, overrides), [command])
+
+    run.__name__ = run.__qualname__ = command  # entrypoint flows.campaign.<command>
+    return flow(name=f"evip-{command}", description=COMMAND_DOCS[command], log_prints=True)(run)
 
 
-@flow(name="evip-recaption", log_prints=True)
-def recaption(config: RunConfig | None = None, config_path: str | None = None,
-              overrides: list[str] = []) -> dict:  # noqa: B006
-    """Caption every kept image with the teacher (Ray Data actors)."""
-    return run_commands(resolve_config(config, config_path, overrides), ["recaption"])
-
-
-@flow(name="evip-stages", log_prints=True)
-def stages(config: RunConfig | None = None, config_path: str | None = None,
-           overrides: list[str] = []) -> dict:  # noqa: B006
-    """Build every curriculum stage's webdataset shards."""
-    return run_commands(resolve_config(config, config_path, overrides), ["stages"])
-
-
-@flow(name="evip-model", log_prints=True)
-def model(config: RunConfig | None = None, config_path: str | None = None,
-          overrides: list[str] = []) -> dict:  # noqa: B006
-    """Build Mono-InternVL from the start LLM (the init checkpoint)."""
-    return run_commands(resolve_config(config, config_path, overrides), ["model"])
-
-
-@flow(name="evip-train", log_prints=True)
-def train(config: RunConfig | None = None, config_path: str | None = None,
-          overrides: list[str] = []) -> dict:  # noqa: B006
-    """Train each curriculum stage from the previous one's final weights (Ray Train + DeepSpeed)."""
-    return run_commands(resolve_config(config, config_path, overrides), ["train"])
-
-
-@flow(name="evip-evaluate", log_prints=True)
-def evaluate(config: RunConfig | None = None, config_path: str | None = None,
-             overrides: list[str] = []) -> dict:  # noqa: B006
-    """Held-out evaluation of every checkpoint of the campaign."""
-    return run_commands(resolve_config(config, config_path, overrides), ["evaluate"])
+ingest, recaption, stages, model, train, evaluate = map(_command_flow, COMMAND_DOCS)
 
 
 FLOWS = {"campaign": campaign, "ingest": ingest, "recaption": recaption, "stages": stages,

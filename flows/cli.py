@@ -10,17 +10,12 @@ import argparse
 import os
 import sys
 
+from flows.commands import COMMANDS
 from flows.config import ConfigError, dump_run_config, load_run_config
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 CONFIG_COMMANDS = {
-    "ingest": "download (img2dataset on Ray), repair and filter every source",
-    "recaption": "caption every kept image with the teacher (Ray Data actors)",
-    "stages": "build the curriculum's stage shards (S1.1, S1.2, S1.3) from keep-lists + captions",
-    "train": "train every curriculum stage from the last one's final weights (Ray Train + "
-             "DeepSpeed); a killed stage resumes from its last checkpoint",
-    "evaluate": "held-out evaluation of every checkpoint: caption/grounding accuracy, loss, "
-                "text perplexity, the quality-against-data figure",
+    **{name: COMMANDS[name] for name in ("ingest", "recaption", "stages", "train", "evaluate")},
     "run": "run the whole campaign as a Prefect flow: ingest, recaption, stage shards, model, "
            "train and evaluate each stage",
     "serve": "serve every flow (campaign, ingest, recaption, stages, model, train, evaluate) as "
