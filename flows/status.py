@@ -9,6 +9,7 @@ from flows.config import RunConfig
 from flows.steps import STEPS, Step, step_sources
 from pipelines.completion import CompletionLog, changed_keys, settings_hash
 from pipelines.layout import RunLayout
+from pipelines.markdown import table
 
 
 def step_status(step: Step, config: RunConfig, layout: RunLayout, source: str | None) -> dict:
@@ -53,13 +54,11 @@ def _state(row: dict) -> str:
 
 def status_table(rows: list[dict]) -> str:
     """Markdown table: one row per step and source."""
-    lines = ["| step | source | units complete | state | last error |",
-             "| --- | --- | ---: | --- | --- |"]  # fmt: skip
+    cells = []
     for row in rows:
         total = "?" if row["total"] is None else row["total"]
-        state = _state(row)
         error = row["error"]
         message = "-" if not error else f"{error['at']}: {error['error'].strip().splitlines()[-1]}"
-        lines.append(f"| {row['step']} | {row['source']} | {row['complete']} / {total} | "
-                     f"{state} | {message[:120]} |")  # fmt: skip
-    return "\n".join(lines)
+        cells.append([row["step"], row["source"], f"{row['complete']} / {total}", _state(row),
+                      message[:120]])  # fmt: skip
+    return table(["step", "source", "units complete", "state", "last error"], cells, "llrll")

@@ -23,6 +23,7 @@ from pipelines.download import download_settings
 from pipelines.filter_job import UNIT as FILTER_UNIT
 from pipelines.filter_job import filter_settings
 from pipelines.layout import RunLayout, shard_name
+from pipelines.markdown import table
 from pipelines.plan import plan_settings, planned
 from pipelines.sources import source_files
 from recaption.job import caption_settings
@@ -123,12 +124,10 @@ def _stage_settings(config, layout, source, unit):
 
 
 def _stages_report(report, config):
-    rows = ["| stage | samples | shards | per source | per task | fallback captions |",
-            "| --- | ---: | ---: | --- | --- | ---: |"]  # fmt: skip
-    for m in report["stages"]:
-        rows.append(f"| {m['stage']} | {m['samples']} | {len(m['shards'])} | {m['per_source']} "
-                    f"| {m['per_task']} | {m['fallback_captions']} |")  # fmt: skip
-    return "## stages\n\n" + "\n".join(rows)
+    rows = [[m["stage"], m["samples"], len(m["shards"]), m["per_source"], m["per_task"],
+             m["fallback_captions"]] for m in report["stages"]]  # fmt: skip
+    header = ["stage", "samples", "shards", "per source", "per task", "fallback captions"]
+    return "## stages\n\n" + table(header, rows, "lrrllr")
 
 
 def _run_stages(config, source, upstream):
@@ -190,16 +189,15 @@ def _run_train(config, source, upstream):
 
 
 def _train_report(report, config):
-    rows = ["| stage | steps | samples seen | final loss | tokens/s | logs |",
-            "| --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
-    curves = []
+    rows, curves = [], []
     for stage in report["stages"]:
         m = stage["metrics"]
-        rows.append(f"| {stage['stage']} | {m.get('step', '-')} | {m.get('samples_seen', '-')} | "
-                    f"{m.get('loss', float('nan')):.4f} | {m.get('tokens_per_s', 0):.0f} | "
-                    f"{stage['logs']} |")  # fmt: skip
+        rows.append([stage["stage"], m.get("step", "-"), m.get("samples_seen", "-"),
+                     f"{m.get('loss', float('nan')):.4f}", f"{m.get('tokens_per_s', 0):.0f}",
+                     stage["logs"]])  # fmt: skip
         curves.append(f"![{stage['stage']} loss]({storage.join(stage['logs'], 'loss.png')})")
-    return "## train\n\n" + "\n".join(rows) + "\n\n" + "\n".join(curves)
+    header = ["stage", "steps", "samples seen", "final loss", "tokens/s", "logs"]
+    return "## train\n\n" + table(header, rows, "lrrrrl") + "\n\n" + "\n".join(curves)
 
 
 # evaluate
@@ -251,11 +249,11 @@ def _evaluate_report(report, config):
         return f"## evaluate\n\nskipped: {report['skipped']}"
     samples = report["figures"][config.train.stages[-1].name]["samples"] if config.train.stages \
         else []
-    rows = ["| generated caption | true description |", "| --- | --- |"]
-    rows += [f"| {s['caption']} | {s['truth']} |" for s in samples]
+    rows = table(["generated caption", "true description"],
+                 [[s["caption"], s["truth"]] for s in samples])
     return (f"## evaluate\n\n{report['table']}\n\nchance caption accuracy: "
             f"{report['chance']:.3f}\n\n![quality against data seen]({report['figure']})\n\n"
-            f"captions of the last stage:\n\n" + "\n".join(rows) + "\n\n"
+            f"captions of the last stage:\n\n" + rows + "\n\n"
             + accuracy_line(report))
 
 

@@ -6,6 +6,8 @@ import re
 
 import pyarrow as pa
 
+from pipelines.markdown import table
+
 # (reason, pattern on img2dataset's error message, whether a later attempt may succeed)
 FAILURE_REASONS = (
     ("timeout", r"timed out|timeout", True),
@@ -52,7 +54,6 @@ def download_summary(latest: pa.Table) -> dict:
 def summary_table(summary: dict) -> str:
     """Markdown table of a download summary."""
     downloaded = f"{summary['downloaded']} ({summary['success_rate']:.1%})"
-    rows = ["| | samples |", "| --- | ---: |", f"| total | {summary['total']} |",
-            f"| downloaded | {downloaded} |"]  # fmt: skip
-    rows += [f"| failed: {reason} | {n} |" for reason, n in sorted(summary["failures"].items())]
-    return "\n".join(rows)
+    rows = [["total", summary["total"]], ["downloaded", downloaded]]
+    rows += [[f"failed: {reason}", n] for reason, n in sorted(summary["failures"].items())]
+    return table(["", "samples"], rows, "lr")

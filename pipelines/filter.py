@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from model.options import FrozenOptions
+from pipelines import markdown
 from pipelines.download_report import failure_reason
 from pipelines.schema import KEEP_LIST
 
@@ -195,8 +196,7 @@ def summary_table(counts: dict[str, int]) -> str:
     """Markdown table of filter counts: total, kept, and each drop reason."""
     total = counts.get("total", 0)
     share = (lambda n: f"{n / total:.1%}") if total else (lambda n: "-")
-    rows = ["| | samples | share |", "| --- | ---: | ---: |", f"| total | {total} | |",
-            f"| kept | {counts.get('kept', 0)} | {share(counts.get('kept', 0))} |"]  # fmt: skip
+    rows = [["total", total, ""], ["kept", counts.get("kept", 0), share(counts.get("kept", 0))]]
     drops = sorted((k, v) for k, v in counts.items() if k not in ("total", "kept"))
-    rows += [f"| dropped: {reason} | {n} | {share(n)} |" for reason, n in drops]
-    return "\n".join(rows)
+    rows += [[f"dropped: {reason}", n, share(n)] for reason, n in drops]
+    return markdown.table(["", "samples", "share"], rows, "lrr")

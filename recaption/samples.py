@@ -8,6 +8,7 @@ import json
 from pipelines import storage
 from pipelines.evaluate.scoring import accuracy, score_caption
 from pipelines.layout import RunLayout
+from pipelines.markdown import table
 
 GROUND_TRUTH = "gt_objects"
 
@@ -44,8 +45,8 @@ def caption_samples(layout: RunLayout, teacher: str, source: str, count: int = 6
 
 
 def samples_markdown(samples: dict) -> str:
-    lines = ["| alt-text | teacher caption |", "| --- | --- |"]
-    lines += [f"| {r['alt_text']} | {r['teacher']} |" for r in samples["rows"]]
+    lines = [table(["alt-text", "teacher caption"],
+                   [[r["alt_text"], r["teacher"]] for r in samples["rows"]])]
     quality = samples["accuracy"]
     if quality:
         lines += ["", f"caption accuracy against the ground truth: alt-text "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 
+from pipelines.markdown import table
+
 COLUMNS = ("caption_accuracy", "shape_accuracy", "colour_accuracy", "text_accuracy",
            "grounding_accuracy", "heldout_loss", "image_gain", "text_perplexity")  # fmt: skip
 
@@ -46,8 +48,5 @@ def milestones_png(points: list[dict], chance: float | None = None) -> bytes:
 
 def evaluation_table(rows: dict[str, dict]) -> str:
     """Markdown: one row per evaluated checkpoint ({name: figures})."""
-    lines = ["| checkpoint | " + " | ".join(COLUMNS) + " |",
-             "| --- |" + " ---: |" * len(COLUMNS)]  # fmt: skip
-    for name, figures in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{figures[c]:.3f}" for c in COLUMNS) + " |")
-    return "\n".join(lines)
+    cells = [[name, *(f"{figures[c]:.3f}" for c in COLUMNS)] for name, figures in rows.items()]
+    return table(["checkpoint", *COLUMNS], cells, "l" + "r" * len(COLUMNS))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pydantic import Field
 
 from model.options import ExpertOptions, FrozenOptions, VisionOptions
+from pipelines.markdown import human, table
 
 INTERNLM2_1_8B = {"model_type": "internlm2", "vocab_size": 92544, "hidden_size": 2048,
                   "intermediate_size": 8192, "num_hidden_layers": 24, "num_attention_heads": 16,
@@ -89,26 +90,17 @@ def _hours(hours: float) -> str:
 
 def cost_table(costs: list[StageCost], active: ActiveParameters, options: CostOptions) -> str:
     """Markdown table of the stages and their total."""
-    def human(x: float) -> str:
-        for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-            if abs(x) >= size:
-                return f"{x / size:.2f}{unit}"
-        return f"{x:.0f}"
-
-    rows = [f"active parameters per token: visual {human(active.visual)}, text "
-            f"{human(active.text)}; GPU peak {options.gpu_peak_tflops:g} TFLOP/s at MFU "
-            f"{options.mfu:g}", "",
-            "| stage | samples | visual tokens | text tokens | FLOPs | GPU-hours |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for c in costs:
-        rows.append(f"| {c.stage} | {human(c.samples)} | {human(c.visual_tokens)} | "
-                    f"{human(c.text_tokens)} | {c.flops:.3e} | {_hours(c.gpu_hours)} |")
     keys = ("samples", "visual_tokens", "text_tokens", "flops", "gpu_hours")
     total = {k: sum(asdict(c)[k] for c in costs) for k in keys}
-    rows.append(f"| **total** | {human(total['samples'])} | {human(total['visual_tokens'])} | "
-                f"{human(total['text_tokens'])} | {total['flops']:.3e} | "
-                f"{_hours(total['gpu_hours'])} |")  # fmt: skip
-    return "\n".join(rows)
+    rows = [[c.stage, human(c.samples), human(c.visual_tokens), human(c.text_tokens),
+             f"{c.flops:.3e}", _hours(c.gpu_hours)] for c in costs]  # fmt: skip
+    rows.append(["**total**", human(total["samples"]), human(total["visual_tokens"]),
+                 human(total["text_tokens"]), f"{total['flops']:.3e}",
+                 _hours(total["gpu_hours"])])  # fmt: skip
+    header = ["stage", "samples", "visual tokens", "text tokens", "FLOPs", "GPU-hours"]
+    return (f"active parameters per token: visual {human(active.visual)}, text "
+            f"{human(active.text)}; GPU peak {options.gpu_peak_tflops:g} TFLOP/s at MFU "
+            f"{options.mfu:g}\n\n" + table(header, rows, "lrrrrr"))  # fmt: skip
 
 
 PAPER_STAGES = [("S1.1", 922_000_000, 1280, "alt_text"), ("S1.2", 258_000_000, 1792,
