@@ -16,9 +16,7 @@ def _llm_config(config: RunConfig) -> dict:
     if config.model.llm_path is not None:
         return json.loads(storage.read_bytes(storage.join(config.model.llm_path, "config.json")))
     tiny = config.model.tiny_llm
-    return {"model_type": tiny.family, "vocab_size": tiny.vocab_size,
-            **tiny.model_dump(include={"hidden_size", "intermediate_size", "num_hidden_layers",
-                                       "num_attention_heads", "num_key_value_heads"})}  # fmt: skip
+    return {"model_type": tiny.family, "vocab_size": tiny.vocab_size, **tiny.shape()}
 
 
 def _samples(layout: RunLayout, spec) -> int | None:

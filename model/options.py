@@ -128,6 +128,11 @@ class TinyLLMOptions(FrozenOptions):
     pretrain_texts: int = Field(3000, gt=0)
     """Scenes whose descriptions (plain and as chat answers) the pretraining reads."""
 
+    def shape(self) -> dict:
+        """The config.json fields these options set (the Hugging Face names)."""
+        return self.model_dump(include={"hidden_size", "intermediate_size", "num_hidden_layers",
+                                        "num_attention_heads", "num_key_value_heads"})  # fmt: skip
+
     @model_validator(mode="after")
     def _check_heads(self) -> TinyLLMOptions:
         if self.hidden_size % self.num_attention_heads:

@@ -62,11 +62,7 @@ def build_tiny_llm(options: TinyLLMOptions, tokenizer) -> PreTrainedModel:
     """A random Llama or Qwen2 causal LM of the given shape over `tokenizer`'s vocabulary."""
     shape = dict(
         vocab_size=len(tokenizer),
-        hidden_size=options.hidden_size,
-        intermediate_size=options.intermediate_size,
-        num_hidden_layers=options.num_hidden_layers,
-        num_attention_heads=options.num_attention_heads,
-        num_key_value_heads=options.num_key_value_heads,
+        **options.shape(),
         max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
