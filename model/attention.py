@@ -129,7 +129,7 @@ class MultimodalAttention(nn.Module):
         )
 
     def _project_qkv(self, x_BSD: torch.Tensor, route: ModalityRoute):
-        if not self.has_visual_experts or route.all_text:
+        if not self.has_visual_experts or (route.all_text and not route.keep_visual_in_graph):
             return self.q_proj(x_BSD), self.k_proj(x_BSD), self.v_proj(x_BSD)
         qkv = route.apply(x_BSD, self._text_qkv, self._visual_qkv)
         q_out, kv_out = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim

@@ -22,7 +22,10 @@ TokenFn = Callable[[torch.Tensor], torch.Tensor]
 class ModalityRoute:
     """Where the text and visual tokens of a batch are, as flat indices into (B*S)."""
 
-    def __init__(self, visual_mask_BS: torch.Tensor | None):
+    def __init__(self, visual_mask_BS: torch.Tensor | None, keep_visual_in_graph: bool = False):
+        self.keep_visual_in_graph = keep_visual_in_graph
+        """With no visual token, still run the visual experts (on one token, weight 0): see
+        `MonoInternVLModel.forward`."""
         self.visual_idx_Nv: torch.Tensor | None = None
         self.text_idx_Nt: torch.Tensor | None = None
         self.all_visual = False
@@ -46,8 +49,13 @@ class ModalityRoute:
         self, x_BSD: torch.Tensor, text_fn: TokenFn, visual_fn: TokenFn | None
     ) -> torch.Tensor:
         """`text_fn` on text tokens, `visual_fn` on visual ones, results in the original order."""
-        if visual_fn is None or self.all_text:
+        if visual_fn is None:
             return text_fn(x_BSD)
+        if self.all_text:
+            y_BSD = text_fn(x_BSD)
+            if self.keep_visual_in_graph:
+                y_BSD = y_BSD + 0.0 * visual_fn(x_BSD[:1, :1]).sum()
+            return y_BSD
         if self.all_visual:
             return visual_fn(x_BSD)
         b, s, d = x_BSD.shape

@@ -116,6 +116,16 @@ class MonoInternVLModel(MonoInternVLPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embed_tokens = value
 
+    def _keep_visual_in_graph(self) -> bool:
+        """While training, a batch without images still runs the visual path, with weight 0.
+
+        Why: DeepSpeed (like DDP) reduces gradients bucket by bucket over the parameters that got
+        one; a worker whose batch has no image would skip the visual parameters, and its
+        collectives would no longer match the other workers' (gloo: "Received data size doesn't
+        match expected size"). InternVL trains text-only samples with a dummy image alike.
+        """
+        return self.training and torch.is_grad_enabled()
+
     def embed(self, input_ids_BS, pixel_values_N3SS=None):
         """Token embeddings with `<IMG_CONTEXT>` positions replaced by visual tokens.
 
@@ -124,6 +134,10 @@ class MonoInternVLModel(MonoInternVLPreTrainedModel):
         """
         embeds_BSD = self.embed_tokens(input_ids_BS)
         if pixel_values_N3SS is None or pixel_values_N3SS.shape[0] == 0:
+            if self._keep_visual_in_graph():
+                size = self.config.tile_size
+                blank = self.vision(embeds_BSD.new_zeros(1, self.config.num_channels, size, size))
+                embeds_BSD = embeds_BSD + 0.0 * blank.sum()
             return embeds_BSD, None
         if self.config.image_token_id is None:
             raise ValueError("config.image_token_id is not set; build the model with a tokenizer")
@@ -189,7 +203,7 @@ class MonoInternVLModel(MonoInternVLPreTrainedModel):
             b, s, num_cached, padding, sample_ids, inputs_embeds.device
         )
         cos_BSd, sin_BSd = self.rotary(position_ids.to(inputs_embeds.device), inputs_embeds.dtype)
-        route = ModalityRoute(visual_mask_BS)
+        route = ModalityRoute(visual_mask_BS, keep_visual_in_graph=self._keep_visual_in_graph())
         x_BSD = inputs_embeds
         for layer in self.layers:
             x_BSD = layer(x_BSD, route, cos_BSd, sin_BSd, mask_B1SK, cache)

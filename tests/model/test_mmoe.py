@@ -15,8 +15,9 @@ from tests.conftest import image_prompt, tiny_model
 class MaskedRoute:
     """The official release's way: every expert on every token, then pick by modality."""
 
-    def __init__(self, visual_mask_BS):
+    def __init__(self, visual_mask_BS, keep_visual_in_graph=False):
         self.mask = visual_mask_BS
+        self.keep_visual_in_graph = False  # every expert runs on every token anyway
 
     @property
     def all_text(self):
@@ -95,3 +96,24 @@ def test_route_handles_text_only_and_visual_only_batches():
     assert torch.equal(
         ModalityRoute(torch.ones(2, 5, dtype=torch.bool)).apply(x, ffn_t, ffn_v), ffn_v(x)
     )
+
+
+@pytest.mark.parametrize("attention_experts", [False, True])
+def test_training_on_a_batch_without_images_still_gives_every_visual_parameter_a_gradient(
+    attention_experts,
+):
+    """Data-parallel workers must all reduce the same gradients: a worker whose batch has no
+    image gets zeros for the visual parameters, not nothing; the logits do not change."""
+    model = tiny_model(visual_attention_experts=attention_experts)
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    expected = model(input_ids=ids).logits  # eval: the visual path is not run
+    out = model.train()(input_ids=ids, labels=ids)
+    assert torch.equal(out.logits, expected)
+    out.loss.backward()
+    visual = {n: p.grad for n, p in model.named_parameters()
+              if n.startswith("model.vision.") or ".visual_" in n}  # fmt: skip
+    unused = {"model.vision.class_embedding"}  # kept only for the official layout
+    assert len(visual) > len(unused) + (14 if attention_experts else 6)
+    for name, grad in visual.items():
+        if name not in unused:
+            assert grad is not None and not grad.any(), name
