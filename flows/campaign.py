@@ -20,14 +20,13 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.commands import COMMANDS as COMMAND_DOCS
+from flows.commands import COMMANDS
 from flows.config import RunConfig, load_run_config
 from flows.ingest import served_synthetic_web
 from flows.steps import run_step, runnable, step_markdown, step_sources
 from pipelines.ingest import validate_sources
 
 STEPS = {step.name: step for step in runnable()}
-COMMANDS = list(COMMAND_DOCS)
 
 
 def _publish(markdown: str, step: str, source_name: str) -> None:
@@ -118,7 +117,7 @@ def campaign(config: RunConfig | None = None, config_path: str | None = None,
              overrides: list[str] = []) -> dict:  # noqa: B006 (Prefect parameters are copied)
     """The whole EViP campaign: ingest, recaption, stage shards, model, train and evaluate each
     stage from the previous one's final weights."""
-    return run_commands(resolve_config(config, config_path, overrides), COMMANDS)
+    return run_commands(resolve_config(config, config_path, overrides), list(COMMANDS))
 
 
 def _command_flow(command: str):
@@ -129,10 +128,10 @@ def _command_flow(command: str):
         return run_commands(resolve_config(config, config_path, overrides), [command])
 
     run.__name__ = run.__qualname__ = command  # entrypoint flows.campaign.<command>
-    return flow(name=f"evip-{command}", description=COMMAND_DOCS[command], log_prints=True)(run)
+    return flow(name=f"evip-{command}", description=COMMANDS[command], log_prints=True)(run)
 
 
-ingest, recaption, stages, model, train, evaluate = map(_command_flow, COMMAND_DOCS)
+ingest, recaption, stages, model, train, evaluate = map(_command_flow, COMMANDS)
 
 
 FLOWS = {"campaign": campaign, "ingest": ingest, "recaption": recaption, "stages": stages,

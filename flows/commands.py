@@ -1,6 +1,6 @@
 """The step commands, said once: what each does, in campaign order. The CLI's help and the Prefect
-flows' descriptions read it; the step table (`flows/steps.py`) names each step's command. Kept
-free of imports so `evip --help` stays fast."""
+flows' descriptions read it; the step table (`flows/steps.py`) names each step's command (a test
+holds the two in step). Kept free of imports so `evip --help` stays fast."""
 
 COMMANDS = {
     "ingest": "download (img2dataset on Ray), repair and filter every source",
@@ -12,4 +12,3 @@ COMMANDS = {
     "evaluate": "held-out evaluation of every checkpoint: caption/grounding accuracy, loss, "
                 "text perplexity, the quality-against-data figure",
 }  # fmt: skip
-"""What each step command does, in campaign order: the CLI's help and the flows' descriptions."""
