@@ -26,7 +26,8 @@ from flows.ingest import served_synthetic_web
 from flows.steps import run_step, runnable, step_markdown, step_sources
 from pipelines.ingest import validate_sources
 
-STEPS = {step.name: step for step in runnable()}
+RUNNABLE = {step.name: step for step in runnable()}
+"""The steps that run, by name, in campaign order (a Prefect task names its step)."""
 
 
 def _publish(markdown: str, step: str, source_name: str) -> None:
@@ -59,7 +60,7 @@ def embed_figures(markdown: str) -> str:
 def step_task(step_name: str, config: RunConfig, source_name: str, upstream: list):
     """One step of the campaign, for one source or (source_name "run") the whole run; a
     transient failure is retried with back-off, and a retry skips the step's complete units."""
-    step = STEPS[step_name]
+    step = RUNNABLE[step_name]
     report = run_step(step, config, None if source_name == "run" else source_name, upstream)
     for source, markdown in step_markdown(step, report, config):
         _publish(markdown, "ingest" if step.command == "ingest" else step_name, source)
@@ -78,7 +79,7 @@ def resolve_config(config: RunConfig | None, config_path: str | None,
 
 def run_commands(config: RunConfig, commands: list[str]) -> dict:
     """Every step of `commands`, in campaign order, each as a Prefect task."""
-    steps = [step for step in STEPS.values() if step.command in commands]
+    steps = [step for step in RUNNABLE.values() if step.command in commands]
     results, upstream = {}, []
     with contextlib.ExitStack() as web:
         if any(step.needs_web for step in steps):
@@ -105,7 +106,7 @@ def write_report(config: RunConfig, steps: list, results: dict) -> str:
 
     parts = [markdown for step in steps
              for _, markdown in step_markdown(step, results[step.name], config)]  # fmt: skip
-    name = "campaign" if len(steps) == len(STEPS) else "-".join(
+    name = "campaign" if len(steps) == len(RUNNABLE) else "-".join(
         dict.fromkeys(step.command for step in steps))
     url = RunLayout(config.run_root).report(f"{name}.md")
     storage.write_bytes(("\n\n".join(parts) + "\n").encode(), url)
