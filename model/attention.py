@@ -10,11 +10,11 @@ routed (Mono-InternVL-1.5's visual attention experts), through the same `Modalit
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from model.configuration import MonoInternVLConfig
 from model.mmoe import ModalityRoute
+from model.packed_attention import AttentionPlan
 
 
 class MonoInternVLRMSNorm(nn.Module):
@@ -135,7 +135,7 @@ class MultimodalAttention(nn.Module):
         q_out, kv_out = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         return qkv.split([q_out, kv_out, kv_out], dim=-1)
 
-    def forward(self, x_BSD, route, cos_BSd, sin_BSd, mask_B1SK=None, cache=None):
+    def forward(self, x_BSD, route, cos_BSd, sin_BSd, plan: AttentionPlan, cache=None):
         b, s, _ = x_BSD.shape
         q, k, v = self._project_qkv(x_BSD, route)
         q_BHSd = apply_rotary(q.view(b, s, -1, self.head_dim).transpose(1, 2), cos_BSd, sin_BSd)
@@ -143,15 +143,6 @@ class MultimodalAttention(nn.Module):
         v_BHSd = v.view(b, s, -1, self.head_dim).transpose(1, 2)
         if cache is not None:
             k_BHSd, v_BHSd = cache.update(k_BHSd, v_BHSd, self.layer_idx)
-        causal = mask_B1SK is None and s > 1 and k_BHSd.shape[2] == s
-        out_BHSd = F.scaled_dot_product_attention(
-            q_BHSd,
-            k_BHSd,
-            v_BHSd,
-            attn_mask=mask_B1SK,
-            is_causal=causal,
-            enable_gqa=self.num_heads != self.num_kv_heads,
-        )
-        out_BSE = out_BHSd.transpose(1, 2).reshape(b, s, -1)
+        out_BSE = plan.attend(q_BHSd, k_BHSd, v_BHSd).transpose(1, 2).reshape(b, s, -1)
         visual_o = self.visual_o_proj if self.has_visual_experts else None
         return route.apply(out_BSE, self.o_proj, visual_o)

@@ -55,6 +55,9 @@ class MonoInternVLConfig(PreTrainedConfig):
     visual_ffn_experts: bool = True
     visual_attention_experts: bool = False
 
+    # How packed samples attend (`model.packed_attention.BACKENDS`); `auto` picks by device.
+    packed_attention: str = "auto"
+
     # Special tokens; ids are resolved against the tokenizer when the model is built.
     image_token_id: int | None = None
     image_start_token_id: int | None = None
@@ -88,6 +91,12 @@ class MonoInternVLConfig(PreTrainedConfig):
             )
         if self.head_dim % 2:
             raise ValueError(f"head_dim ({self.head_dim}) must be even for rotary embeddings")
+        from model.packed_attention import BACKENDS
+
+        if self.packed_attention not in BACKENDS:
+            raise ValueError(
+                f"packed_attention must be one of {BACKENDS}, got {self.packed_attention!r}"
+            )
         if self.hidden_act != "silu":
             raise ValueError(f"hidden_act must be 'silu' (SwiGLU), got {self.hidden_act!r}")
         errors = vision_geometry_errors(

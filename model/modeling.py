@@ -30,6 +30,8 @@ from model.attention import (
 )
 from model.configuration import MonoInternVLConfig
 from model.mmoe import ModalityRoute, SwiGLU
+from model.packed_attention import AttentionPlan, PackedSpans, resolve_backend
+from model.supervised_loss import next_token_loss, supervised_loss
 from model.vision import VisionTokenizer
 
 
@@ -45,9 +47,9 @@ class MonoInternVLDecoderLayer(GradientCheckpointingLayer):
         self.mlp = SwiGLU(d, f, bias=config.mlp_bias)
         self.visual_mlp = SwiGLU(d, f, bias=config.mlp_bias) if config.visual_ffn_experts else None
 
-    def forward(self, x_BSD, route, cos_BSd, sin_BSd, mask_B1SK=None, cache=None):
+    def forward(self, x_BSD, route, cos_BSd, sin_BSd, plan, cache=None):
         x_BSD = x_BSD + self.self_attn(
-            self.input_layernorm(x_BSD), route, cos_BSd, sin_BSd, mask_B1SK, cache
+            self.input_layernorm(x_BSD), route, cos_BSd, sin_BSd, plan, cache
         )
         return x_BSD + route.apply(self.post_attention_layernorm(x_BSD), self.mlp, self.visual_mlp)
 
@@ -60,6 +62,33 @@ class MonoInternVLPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["MonoInternVLDecoderLayer"]
     _supports_sdpa = True
+
+    def set_activation_checkpointing(self, mode: str, every: int = 2) -> None:
+        """Recompute decoder layers in backward instead of keeping their activations.
+
+        Args:
+            mode: `none`, `full` (every layer) or `every_n` (every `every`-th layer, trading
+                less recompute for more memory).
+            every: the period for `every_n`.
+
+        Non-reentrant `torch.utils.checkpoint`: frozen inputs (S1.x's text embeddings) need no
+        `requires_grad` trick, and it runs under DeepSpeed ZeRO 0-3 like any module.
+        """
+        if mode not in ("none", "full", "every_n") or every < 1:
+            raise ValueError(f"activation checkpointing: mode none|full|every_n and every >= 1, "
+                             f"got {mode!r}, {every}")  # fmt: skip
+        if mode == "none":
+            self.gradient_checkpointing_disable()
+            return
+        self.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        layers = [m for m in self.modules() if isinstance(m, MonoInternVLDecoderLayer)]
+        for index, layer in enumerate(layers):
+            layer.gradient_checkpointing = mode == "full" or index % every == 0
+
+    def set_packed_attention(self, backend: str) -> None:
+        """How packed samples attend (`model.packed_attention.BACKENDS`), checked here."""
+        resolve_backend(backend, self.device, self.dtype)
+        self.config.packed_attention = backend
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -125,6 +154,17 @@ class MonoInternVLModel(MonoInternVLPreTrainedModel):
         match expected size"). InternVL trains text-only samples with a dummy image alike.
         """
         return self.training and torch.is_grad_enabled()
+
+    def _attention_plan(self, padding_BK, sample_ids_BS, num_new, num_cached, embeds_BSD):
+        """Packed samples without padding or cache attend span by span (no S x S mask)."""
+        backend = resolve_backend(self.config.packed_attention, embeds_BSD.device,
+                                  embeds_BSD.dtype)  # fmt: skip
+        if sample_ids_BS is not None and padding_BK is None and num_cached == 0:
+            if backend != "masked":
+                return AttentionPlan(spans=PackedSpans(sample_ids_BS), backend=backend)
+        mask_B1SK = build_attention_mask(embeds_BSD.shape[0], num_new, num_cached, padding_BK,
+                                         sample_ids_BS, embeds_BSD.device)  # fmt: skip
+        return AttentionPlan(mask_B1SK=mask_B1SK)
 
     def embed(self, input_ids_BS, pixel_values_N3SS=None):
         """Token embeddings with `<IMG_CONTEXT>` positions replaced by visual tokens.
@@ -199,14 +239,12 @@ class MonoInternVLModel(MonoInternVLPreTrainedModel):
         padding = (
             attention_mask if attention_mask is not None and not attention_mask.all() else None
         )
-        mask_B1SK = build_attention_mask(
-            b, s, num_cached, padding, sample_ids, inputs_embeds.device
-        )
+        plan = self._attention_plan(padding, sample_ids, s, num_cached, inputs_embeds)
         cos_BSd, sin_BSd = self.rotary(position_ids.to(inputs_embeds.device), inputs_embeds.dtype)
         route = ModalityRoute(visual_mask_BS, keep_visual_in_graph=self._keep_visual_in_graph())
         x_BSD = inputs_embeds
         for layer in self.layers:
-            x_BSD = layer(x_BSD, route, cos_BSd, sin_BSd, mask_B1SK, cache)
+            x_BSD = layer(x_BSD, route, cos_BSd, sin_BSd, plan, cache)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(x_BSD), cache=cache)
 
 
@@ -258,9 +296,17 @@ class MonoInternVLForCausalLM(MonoInternVLPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
         past_key_values=None,
+        loss_weights: torch.Tensor | None = None,
+        full_logits: bool = True,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """Logits (B, S, V), and the next-token loss when `labels` (-100 = ignored) are given."""
+        """Logits (B, S, V), and the next-token loss when `labels` (-100 = ignored) are given.
+
+        Args:
+            loss_weights: (B, S) weight of each label (InternVL's square-root averaging).
+            full_logits: False (training) returns only the loss, computed from the supervised
+                positions' hidden states (`supervised_loss`): no (B, S, V) tensor is built.
+        """
         out = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -272,14 +318,17 @@ class MonoInternVLForCausalLM(MonoInternVLPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
         )
         hidden_BSD = out.last_hidden_state
+        if not full_logits:
+            if labels is None:
+                raise ValueError("full_logits=False returns only the loss: give labels")
+            loss = supervised_loss(hidden_BSD, self.lm_head, labels, loss_weights)
+            return CausalLMOutputWithPast(loss=loss, logits=None, cache=out.cache)
         if logits_to_keep:
             hidden_BSD = hidden_BSD[:, -logits_to_keep:]
         logits_BSV = self.lm_head(hidden_BSD)
         loss = None
         if labels is not None:
-            loss = self.loss_function(
-                logits=logits_BSV, labels=labels, vocab_size=self.config.vocab_size, **kwargs
-            )
+            loss = next_token_loss(logits_BSV, labels, loss_weights)
         return CausalLMOutputWithPast(loss=loss, logits=logits_BSV, cache=out.cache)
 
 
