@@ -164,4 +164,5 @@ class AttentionPlan:
         s, keys = q_BHSd.shape[2], k_BHSd.shape[2]
         causal = self.mask_B1SK is None and s > 1 and keys == s
         return F.scaled_dot_product_attention(
-            q_BHSd, k_BHSd, v_BHSd, attn_mask=self.mask_B1SK, is_causal=causal, enable_gqa=gqa)
+            q_BHSd, k_BHSd, v_BHSd, attn_mask=self.mask_B1SK, is_causal=causal, enable_gqa=gqa
+        )

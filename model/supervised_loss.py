@@ -37,8 +37,13 @@ def _chunk_loss_sum(head: nn.Module, hidden_CD, targets_C, weights_C) -> torch.T
     return (losses_C * weights_C).sum()
 
 
-def supervised_loss(hidden_BSD: torch.Tensor, head: nn.Module, labels_BS: torch.Tensor,
-                    weights_BS: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:  # fmt: skip
+def supervised_loss(
+    hidden_BSD: torch.Tensor,
+    head: nn.Module,
+    labels_BS: torch.Tensor,
+    weights_BS: torch.Tensor | None = None,
+    chunk: int = 4096,
+) -> torch.Tensor:
     """sum(w * CE) / sum(w) of each position's prediction of the next label.
 
     Args:
