@@ -168,11 +168,12 @@ def _train_units(config, layout, source):
 
 
 def _train_settings(config, layout, source, unit):
-    from pipelines.train.job import stage_settings, stage_start
+    from pipelines.train.job import stage_record_settings, stage_settings, stage_start
 
     stage = next(s for s in config.train.stages if s.name == unit)
     try:
-        return stage_settings(layout, stage, stage_start(layout, config.train, unit))
+        start = stage_start(layout, config.train, unit)
+        return stage_record_settings(stage_settings(layout, config.train, stage, start), stage)
     except ValueError:
         return None  # its data or its start checkpoint is not there yet
 

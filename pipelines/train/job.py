@@ -1,11 +1,12 @@
 """One curriculum stage as a Ray Train job: TorchTrainer workers running `loop.train_loop`.
 
-The stage is complete when `checkpoints/_done/<stage>.json` says so (settings: the stage's schedule,
-its data manifest and the checkpoint it started from; covered: its final and milestone folders,
-logs and last metrics), so a finished stage is a no-op. Each exported folder has its own record.
-Ray Train keeps the stage's checkpoints under the run's `train/` storage with a run name fixed by
-those settings: rerunning after the whole job died continues from the latest checkpoint
-(`ray.train.get_checkpoint()` in the loop); a failed worker is retried (`FailureConfig`).
+The stage is complete when `checkpoints/_done/<stage>.json` says so (settings: what its weights are
+made of, `stage_settings`, plus which milestones it exports; covered: its final and milestone
+folders, logs and last metrics), so a finished stage is a no-op. Each exported folder has its own
+record. Ray Train keeps the stage's checkpoints under the run's `train/` storage with a run name
+fixed by those settings (`run_name`): rerunning after the whole job died continues from the latest
+checkpoint (`ray.train.get_checkpoint()` in the loop), and other settings start a fresh run; a
+failed worker is retried (`FailureConfig`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,24 @@ from pipelines.completion import CompletionLog, settings_hash
 from pipelines.layout import RunLayout
 from pipelines.train.schedule import TrainOptions, TrainStage, milestone_name
 
+NOT_WEIGHTS = ("report_every", "checkpoint_every", "keep_checkpoints", "milestones")
+"""Schedule fields that leave the weights as they are: how often the loop reports, checkpoints and
+keeps checkpoints (a resume is exact: loader position, RNG and step are in the checkpoint), and
+which steps are exported besides `final` (the weights at a step do not depend on it)."""
 
-def stage_settings(layout: RunLayout, stage: TrainStage, start: str) -> dict:
-    """What a stage's final weights are made from: schedule, data manifest, start checkpoint."""
+
+def stage_settings(layout: RunLayout, options: TrainOptions, stage: TrainStage, start: str) -> dict:
+    """What a stage's weights are made from, and nothing else, so the next stage (whose start is
+    this one's `final`) retrains exactly when they change.
+
+    The schedule without `NOT_WEIGHTS`, the seed (initialisation-free randomness and data order),
+    the worker count (which shards each worker reads, how the global batch is split, and one
+    loader state per rank in a checkpoint), the device (`precision: auto` is bf16 on GPUs, fp32
+    on CPUs), the data manifest and the start checkpoint.
+
+    Raises:
+        ValueError: the stage's shards or its start checkpoint are not there yet.
+    """
     data = CompletionLog(layout.stages()).read(stage.name)
     if data is None:
         raise ValueError(f"train {stage.name}: the stage's shards are not built yet")
@@ -25,8 +41,43 @@ def stage_settings(layout: RunLayout, stage: TrainStage, start: str) -> dict:
     began = CompletionLog(parent).read(name)
     if began is None:
         raise ValueError(f"train {stage.name}: start checkpoint {start} is not complete")
-    return {"stage": stage.model_dump(mode="json"), "data": data["settings_hash"],
-            "start": began["settings_hash"]}
+    return {"stage": stage.model_dump(mode="json", exclude=set(NOT_WEIGHTS)),
+            "seed": options.seed, "workers": options.workers, "use_gpu": options.use_gpu,
+            "data": data["settings_hash"], "start": began["settings_hash"]}  # fmt: skip
+
+
+def stage_record_settings(settings: dict, stage: TrainStage) -> dict:
+    """The stage unit's settings: its weights' (`stage_settings`) and which milestones it
+    exports. Other milestones retrain the stage (the weights of a past step are only seen while
+    training) but leave its `final` record, and so the stages after it, as they are."""
+    return {**settings, "milestones": stage.milestones}
+
+
+def run_name(stage: TrainStage, record_settings: dict) -> str:
+    """Ray Train's run of a stage: the same settings resume it, any other start a fresh one."""
+    return f"{stage.name}-{settings_hash(record_settings)[:10]}"
+
+
+def clear_stale_milestones(layout: RunLayout, stage: TrainStage, settings: dict) -> list[str]:
+    """Removes the stage's milestone folders of other settings or other milestone steps (record
+    first, then the folder), so `checkpoints/<stage>/` never holds weights of two settings.
+    Those of these settings stay: a resumed run does not export them again.
+
+    Returns:
+        the names of the folders removed.
+    """
+    folder = storage.join(layout.checkpoints(), stage.name)
+    log = CompletionLog(folder)
+    wanted = {milestone_name(step): {**settings, "milestone": step}
+              for step in stage.milestone_steps()[:-1]}  # fmt: skip
+    found = {url.rsplit("/", 1)[1] for url in storage.glob(storage.join(folder, "milestone-*"))}
+    found |= {unit for unit in log.records() if unit.startswith("milestone-")}
+    removed = sorted(name for name in found
+                     if name not in wanted or not log.is_complete(name, wanted[name]))  # fmt: skip
+    for name in removed:
+        log.clear(name)
+        storage.remove(storage.join(folder, name))
+    return removed
 
 
 def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, start: str,
@@ -45,7 +96,8 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     from pipelines.train.loop import train_loop
 
     folder, final = layout.path("checkpoints", stage.name), layout.stage_checkpoint(stage.name)
-    settings = stage_settings(layout, stage, start)
+    settings = stage_settings(layout, options, stage, start)
+    record = stage_record_settings(settings, stage)
     logs = layout.path("reports", "train", stage.name)
     milestones = [{"step": step,
                    "weights": layout.stage_checkpoint(stage.name, milestone_name(step))}
@@ -53,7 +105,7 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     milestones.append({"step": stage.steps, "weights": final})
     done = {"stage": stage.name, "final": final, "logs": logs, "milestones": milestones}
     stages = CompletionLog(layout.checkpoints())
-    if stages.is_complete(stage.name, settings):
+    if stages.is_complete(stage.name, record):
         return stages.read(stage.name)["covered"]
     manifest = CompletionLog(layout.stages()).read(stage.name)["covered"]
     shards = [storage.join(layout.stages(stage.name), f"{s['name']}.tar")
@@ -62,6 +114,7 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
         raise ValueError(f"train {stage.name}: {len(shards)} stage shards for {options.workers} "
                          "workers (each reads whole shards): lower the stage's samples_per_shard "
                          "or train.workers")  # fmt: skip
+    clear_stale_milestones(layout, stage, settings)
     config = {"stage": stage.model_dump(mode="json"), "shards": shards, "start": start,
               "max_patches": max_patches, "seed": options.seed, "use_gpu": options.use_gpu,
               "threads": options.cpus_per_worker, "folder": folder,
@@ -74,7 +127,7 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
             resources_per_worker=None if options.use_gpu else {"CPU": options.cpus_per_worker}),
         torch_config=TorchConfig(backend="nccl" if options.use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
-            name=f"{stage.name}-{settings_hash(settings)[:10]}",
+            name=run_name(stage, record),
             storage_path=_train_storage(layout),
             failure_config=ray.train.FailureConfig(max_failures=2),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=stage.keep_checkpoints)),
@@ -83,7 +136,7 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     if not CompletionLog(folder).is_complete("final", settings):
         raise RuntimeError(f"train {stage.name}: finished without its final checkpoint")
     report = {**done, "metrics": dict(result.metrics or {})}
-    stages.write(stage.name, settings, covered=report)
+    stages.write(stage.name, record, covered=report)
     return report
 
 
