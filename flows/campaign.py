@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.commands import COMMANDS
 from flows.config import RunConfig, load_run_config
 from flows.ingest import served_synthetic_web
-from flows.steps import run_step, runnable, step_markdown, step_sources
+from flows.steps import retryable, run_step, runnable, step_markdown, step_sources
 from pipelines.ingest import validate_sources
 
 RUNNABLE = {step.name: step for step in runnable()}
@@ -55,8 +55,14 @@ def embed_figures(markdown: str) -> str:
     return re.sub(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)", inline, markdown)
 
 
+def worth_retrying(task, task_run, state) -> bool:
+    """Prefect's retry condition: a transient failure is retried, a deterministic one is not
+    (`flows.steps.retryable`)."""
+    return not isinstance(state.data, BaseException) or retryable(state.data)
+
+
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
-      task_run_name="{step_name}-{source_name}")  # fmt: skip
+      retry_condition_fn=worth_retrying, task_run_name="{step_name}-{source_name}")  # fmt: skip
 def step_task(step_name: str, config: RunConfig, source_name: str, upstream: list):
     """One step of the campaign, for one source or (source_name "run") the whole run; a
     transient failure is retried with back-off, and a retry skips the step's complete units."""

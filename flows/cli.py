@@ -10,12 +10,12 @@ import argparse
 import os
 import sys
 
-from flows.commands import COMMANDS
+from flows.commands import COMMANDS, NotReadyError
 from flows.config import ConfigError, dump_run_config, load_run_config
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 CONFIG_COMMANDS = {
-    **{name: COMMANDS[name] for name in ("ingest", "recaption", "stages", "train", "evaluate")},
+    **COMMANDS,
     "run": "run the whole campaign as a Prefect flow: ingest, recaption, stage shards, model, "
            "train and evaluate each stage",
     "serve": "serve every flow (campaign, ingest, recaption, stages, model, train, evaluate) as "
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             serve(config, args.port)
             return 0
         _run(args.command, config)
-    except (ConfigError, SourceError, FileNotFoundError) as error:
+    except (ConfigError, SourceError, NotReadyError, FileNotFoundError) as error:
         print(f"evip: {error}", file=sys.stderr)
         return 2
     return 0
@@ -126,7 +126,7 @@ def _run(command: str, config) -> None:
 
         model, _, _ = build_model(config.model, llm_path(config))
         print(parameter_table(count_parameters(model)))
-    elif command in ("ingest", "recaption", "stages", "train", "evaluate"):
+    elif command in COMMANDS:
         from flows.steps import run_steps, runnable
 
         run_steps(config, runnable(command))

@@ -12,3 +12,7 @@ COMMANDS = {
     "evaluate": "held-out evaluation of every checkpoint: caption/grounding accuracy, loss, "
                 "text perplexity, the quality-against-data figure",
 }  # fmt: skip
+
+
+class NotReadyError(ValueError):
+    """A step's inputs are not made yet; the message names the command that makes them."""

@@ -6,7 +6,7 @@ Reads only the step table (`flows/steps.py`) and the completion records; never r
 from __future__ import annotations
 
 from flows.config import RunConfig
-from flows.steps import STEPS, Step, step_sources
+from flows.steps import STEPS, Step, step_folder, step_sources
 from pipelines.completion import CompletionLog, changed_keys, settings_hash
 from pipelines.layout import RunLayout
 from pipelines.markdown import table
@@ -14,7 +14,7 @@ from pipelines.markdown import table
 
 def step_status(step: Step, config: RunConfig, layout: RunLayout, source: str | None) -> dict:
     """How far one step is for one source (or the run)."""
-    log = CompletionLog(step.folder(config, layout, source or config.sources[0].name))
+    log = CompletionLog(step_folder(step, config, layout, source))
     records, units = log.records(), step.units(config, layout, source)
     complete, stale, changed = 0, 0, set()
     shared = None if step.settings_per_unit else step.settings(config, layout, source, None)
@@ -29,7 +29,7 @@ def step_status(step: Step, config: RunConfig, layout: RunLayout, source: str | 
             stale += 1
             if wanted is not None:
                 changed.update(changed_keys(record["settings"], wanted))
-    error = log.last_error()
+    error = log.last_error(step.name)
     return {"step": step.name, "source": source or "(run)", "complete": complete,
             "total": None if units is None else len(units), "stale": stale,
             "changed": sorted(changed), "error": error}  # fmt: skip

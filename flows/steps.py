@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from flows.commands import NotReadyError
 from flows.config import RunConfig
 from pipelines import storage
 from pipelines.completion import CompletionLog
@@ -24,7 +25,7 @@ from pipelines.filter_job import filter_settings
 from pipelines.layout import RunLayout, shard_name
 from pipelines.markdown import table
 from pipelines.plan import plan_settings, planned
-from pipelines.sources import source_files
+from pipelines.sources import SourceError, source_files
 from recaption.job import caption_settings
 
 
@@ -54,19 +55,32 @@ def _source(config: RunConfig, name: str):
 
 
 # plan
+def _source_files(config, source) -> list[str] | None:
+    """The source's files; None for the synthetic web's source before the web is written (by
+    `evip ingest`): nothing is done yet, which is not an error."""
+    web = config.synthetic_web
+    try:
+        return source_files(_source(config, source))
+    except SourceError:
+        if web is not None and web.source_name == source:
+            return None
+        raise
+
+
 def _plan_units(config, layout, source):
-    return [shard_name(i) for i in range(len(source_files(_source(config, source))))]
+    files = _source_files(config, source)
+    return None if files is None else [shard_name(i) for i in range(len(files))]
 
 
 def _plan_settings(config, layout, source, unit):
-    options = _source(config, source)
-    return plan_settings(options, source_files(options)[int(unit)])
+    files = _source_files(config, source)
+    return None if files is None else plan_settings(_source(config, source), files[int(unit)])
 
 
 # download
 def _download_units(config, layout, source):
-    raw = layout.raw_folder(source)
-    plan = planned(raw, len(_plan_units(config, layout, source)))
+    raw, files = layout.raw_folder(source), _source_files(config, source)
+    plan = None if files is None else planned(raw, len(files))
     if plan is None:
         return None
     per_shard = config.download.samples_per_shard
@@ -81,7 +95,8 @@ def _download_units(config, layout, source):
 
 
 def _download_settings(config, layout, source, unit):
-    plan = planned(layout.raw_folder(source), len(_plan_units(config, layout, source)))
+    files = _source_files(config, source)
+    plan = None if files is None else planned(layout.raw_folder(source), len(files))
     return None if plan is None else download_settings(config.download, plan["id"])
 
 
@@ -133,8 +148,12 @@ def _run_stages(config, source, upstream):
     from pipelines.ray_runtime import ensure_ray
     from pipelines.stages.build import build_stage
 
-    ensure_ray(config.ray)
     layout, names = RunLayout(config.run_root), [s.name for s in config.sources]
+    unfiltered = [n for n in names if CompletionLog(layout.filtered(n)).read(FILTER_UNIT) is None]
+    if unfiltered:
+        raise NotReadyError(f"stages: sources {unfiltered} are not filtered yet: run `evip "
+                            "ingest` first")  # fmt: skip
+    ensure_ray(config.ray)
     _demo_instructions(config, layout)
     return {"source": "run", "stages": [build_stage(layout, spec, names, config.teacher.name)
                                          for spec in config.stages.stages]}  # fmt: skip
@@ -182,10 +201,18 @@ def _run_train(config, source, upstream):
     from pipelines.ray_runtime import ensure_ray
     from pipelines.train.job import train_curriculum
 
+    layout = RunLayout(config.run_root)
+    if config.train.stages and CompletionLog(layout.checkpoints()).read("init") is None:
+        init = storage.join(layout.checkpoints(), "init")
+        raise NotReadyError(f"train: no start checkpoint {init}: run `evip model` first (it "
+                            "builds Mono-InternVL from model.llm_path)")  # fmt: skip
+    unbuilt = [s.name for s in config.train.stages
+               if CompletionLog(layout.stages()).read(s.name) is None]  # fmt: skip
+    if unbuilt:
+        raise NotReadyError(f"train: stages {unbuilt} have no shards yet: run `evip stages` first")
     ensure_ray(config.ray)
     patches = {spec.name: spec.max_patches for spec in config.stages.stages}
-    return {"source": "run",
-            "stages": train_curriculum(RunLayout(config.run_root), config.train, patches)}
+    return {"source": "run", "stages": train_curriculum(layout, config.train, patches)}
 
 
 def _train_report(report, config):
@@ -337,16 +364,36 @@ def step_sources(step: Step, config: RunConfig) -> list[str | None]:
 
 def run_step(step: Step, config: RunConfig, source: str | None, upstream: list) -> dict:
     """Runs a step; a failure is kept as the step's last error for `evip status`, then raised."""
-    layout = RunLayout(config.run_root)
-    log = CompletionLog(step.folder(config, layout, source or (config.sources[0].name
-                                                               if config.sources else None)))
+    log = CompletionLog(step_folder(step, config, RunLayout(config.run_root), source))
     try:
         report = step.run(config, source, upstream)
     except Exception as error:
-        log.write_error("step", "".join(traceback.format_exception(error))[-4000:])
+        log.write_error(step.name, "".join(traceback.format_exception(error))[-4000:])
         raise
-    log.clear_errors()
+    log.clear_errors(step.name)  # only its own: steps can share a folder (model and train)
     return report
+
+
+DETERMINISTIC = (ValueError, TypeError, LookupError, AttributeError, NotImplementedError,
+                 FileNotFoundError)  # fmt: skip
+"""Errors the same config and inputs raise again: a bad value, inputs not made yet, a bug."""
+
+
+def retryable(error: BaseException) -> bool:
+    """Whether running a failed step again may pass: not after a deterministic error, nor after
+    a training stage Ray Train has already retried (else one bug runs retries x max_failures
+    times before anyone sees it)."""
+    from pipelines.train.job import StageFailedError
+
+    return not isinstance(error, (*DETERMINISTIC, StageFailedError))
+
+
+def step_folder(step: Step, config: RunConfig, layout: RunLayout, source: str | None) -> str:
+    """Where a step keeps its records (and its last error) for `source`; a step over all
+    sources keeps them with the first source's."""
+    if source is None and config.sources:
+        source = config.sources[0].name
+    return step.folder(config, layout, source)
 
 
 def runnable(command: str | None = None) -> list[Step]:

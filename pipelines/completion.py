@@ -126,10 +126,14 @@ class CompletionLog:
         wanted = settings_hash(settings)
         return [u for u, r in self.records().items() if r["settings_hash"] != wanted]
 
-    def last_error(self) -> dict | None:
-        pattern = storage.join(self.folder, RECORDS, "_errors", "*.json")
+    def last_error(self, unit=None) -> dict | None:
+        """The last error of `unit`, or of any unit of the folder."""
+        pattern = storage.join(self.folder, RECORDS, "_errors", f"{unit or '*'}.json")
         errors = [storage.read_json(url) for url in storage.glob(pattern)]
         return max(errors, key=lambda e: e["at"]) if errors else None
 
-    def clear_errors(self) -> None:
-        storage.remove(storage.join(self.folder, RECORDS, "_errors"))
+    def clear_errors(self, unit=None) -> None:
+        """Forgets the error of `unit`, or of every unit of the folder (two steps can share one
+        output folder, as `model` and `train` share `checkpoints/`: each clears its own)."""
+        errors = storage.join(self.folder, RECORDS, "_errors")
+        storage.remove(errors if unit is None else storage.join(errors, f"{unit}.json"))

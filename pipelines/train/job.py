@@ -16,10 +16,18 @@ from pipelines.completion import CompletionLog, settings_hash
 from pipelines.layout import RunLayout
 from pipelines.train.schedule import TrainOptions, TrainStage, milestone_name
 
-NOT_WEIGHTS = ("report_every", "checkpoint_every", "keep_checkpoints", "milestones")
+
+class StageFailedError(RuntimeError):
+    """Ray Train gave up on a stage after retrying its workers (`FailureConfig`); running the
+    stage again from outside would only repeat those retries (a flow does not retry it)."""
+
+
+NOT_WEIGHTS = ("report_every", "checkpoint_every", "keep_checkpoints", "milestones",
+               "activation_checkpointing", "checkpoint_every_n_layers")  # fmt: skip
 """Schedule fields that leave the weights as they are: how often the loop reports, checkpoints and
-keeps checkpoints (a resume is exact: loader position, RNG and step are in the checkpoint), and
-which steps are exported besides `final` (the weights at a step do not depend on it)."""
+keeps checkpoints (a resume is exact: loader position, RNG and step are in the checkpoint), which
+steps are exported besides `final` (the weights at a step do not depend on it), and which layers
+are recomputed in backward (memory only: the same gradients)."""
 
 
 def stage_settings(layout: RunLayout, options: TrainOptions, stage: TrainStage, start: str) -> dict:
@@ -132,7 +140,10 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
             failure_config=ray.train.FailureConfig(max_failures=2),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=stage.keep_checkpoints)),
     )  # fmt: skip
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as error:
+        raise StageFailedError(f"train {stage.name}: {error}") from error
     if not CompletionLog(folder).is_complete("final", settings):
         raise RuntimeError(f"train {stage.name}: finished without its final checkpoint")
     report = {**done, "metrics": dict(result.metrics or {})}

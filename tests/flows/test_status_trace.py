@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from flows.cli import main
-from flows.config import dump_run_config
+from flows.config import RunConfig, dump_run_config
 from flows.status import run_status, status_table
 from flows.steps import STEPS, run_step
 from pipelines import storage
@@ -20,10 +22,26 @@ from pipelines.trace import format_trace, trace_sample
 from tests.conftest import FABRICATED_SOURCES
 
 STEP = {s.name: s for s in STEPS}
+ROOT = Path(__file__).parents[2]
 
 
 def _row(rows, step, source):
     return next(r for r in rows if r["step"] == step and r["source"] == source)
+
+
+def test_status_of_a_config_without_sources(tmp_path):
+    rows = run_status(RunConfig(run_root=str(tmp_path / "run")))
+    assert [r["step"] for r in rows] == ["stages", "model", "train", "evaluate"]
+    assert all(r["complete"] == 0 and r["error"] is None for r in rows)
+
+
+def test_status_of_the_demo_before_its_first_run_shows_nothing_done(tmp_path, capsys):
+    """The demo's source files are the synthetic web's, written by its first `evip ingest`."""
+    demo = ["--config", str(ROOT / "configs/demo.yaml"), f"run_root={tmp_path / 'run'}"]
+    assert main(["status", *demo]) == 0
+    table = capsys.readouterr().out
+    assert "| plan | synthetic | 0 / ? | waiting for earlier steps | - |" in table
+    assert "| model | (run) | 0 / 2 | not started | - |" in table
 
 
 @pytest.mark.slow

@@ -1,0 +1,95 @@
+"""The step table's bookkeeping: errors per step, a step run too early, which failures retry."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from flows.config import RunConfig
+from flows.status import run_status
+from flows.steps import STEPS, run_step
+from pipelines.completion import CompletionLog
+from pipelines.layout import RunLayout
+
+ROOT = Path(__file__).parents[2]
+STEP = {s.name: s for s in STEPS}
+
+
+def _raise(error: Exception):
+    def run(config, source, upstream):
+        raise error
+
+    return run
+
+
+def test_model_and_train_keep_their_own_last_error(tmp_path):
+    """Both keep their records in `checkpoints/`: one's success does not erase the other's
+    error, and `evip status` shows each error on its own row."""
+    config = RunConfig(run_root=str(tmp_path / "run"))
+    with pytest.raises(RuntimeError, match="training broke"):
+        run_step(replace(STEP["train"], run=_raise(RuntimeError("training broke"))), config,
+                 None, [])  # fmt: skip
+    run_step(replace(STEP["model"], run=lambda config, source, upstream: {}), config, None, [])
+    rows = {row["step"]: row for row in run_status(config)}
+    assert rows["train"]["error"]["error"].strip().endswith("RuntimeError: training broke")
+    assert rows["model"]["error"] is None
+
+    with pytest.raises(ValueError):
+        run_step(replace(STEP["model"], run=_raise(ValueError("no LLM"))), config, None, [])
+    rows = {row["step"]: row for row in run_status(config)}
+    assert rows["model"]["error"]["error"].strip().endswith("ValueError: no LLM")
+    assert rows["train"]["error"]["error"].strip().endswith("RuntimeError: training broke")
+
+
+def _demo(tmp_path, command: str) -> list[str]:
+    return [command, "--config", str(ROOT / "configs/demo.yaml"), f"run_root={tmp_path / 'run'}"]
+
+
+def test_train_without_the_init_checkpoint_names_the_command_that_builds_it(tmp_path, capsys):
+    assert main(_demo(tmp_path, "train")) == 2
+    err = capsys.readouterr().err
+    assert "no start checkpoint" in err and "run `evip model` first" in err
+    assert "Traceback" not in err
+
+
+def test_train_without_stage_shards_names_the_command_that_builds_them(tmp_path, capsys):
+    CompletionLog(RunLayout(str(tmp_path / "run")).checkpoints()).write("init", {"model": "x"})
+    assert main(_demo(tmp_path, "train")) == 2
+    assert "have no shards yet: run `evip stages` first" in capsys.readouterr().err
+
+
+def test_stages_before_filter_name_the_command_that_filters(tmp_path, capsys):
+    assert main(_demo(tmp_path, "stages")) == 2
+    err = capsys.readouterr().err
+    assert "sources ['synthetic'] are not filtered yet: run `evip ingest` first" in err
+
+
+def test_the_model_step_is_a_command_of_its_own(capsys):
+    with pytest.raises(SystemExit):
+        main(["model", "--help"])
+    assert "the init checkpoint" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("error, retried", [
+    (ValueError("bad value"), False), (KeyError("missing"), False),
+    (FileNotFoundError("no checkpoint"), False), (ConnectionError("reset"), True),
+    (TimeoutError("slow"), True), (RuntimeError("worker died"), True)])  # fmt: skip
+def test_only_transient_failures_are_retried_by_the_flow(error, retried):
+    from prefect.states import Failed
+
+    from flows.campaign import step_task
+
+    assert step_task.retry_condition_fn(step_task, None, Failed(data=error)) is retried
+
+
+def test_a_stage_ray_train_gave_up_on_is_not_retried_again():
+    from prefect.states import Failed
+
+    from flows.campaign import step_task
+    from pipelines.train.job import StageFailedError
+
+    failed = Failed(data=StageFailedError("train S1.1: worker raised"))
+    assert step_task.retry_condition_fn(step_task, None, failed) is False
