@@ -14,6 +14,8 @@ from flows.commands import COMMANDS, NotReadyError
 from flows.config import ConfigError, dump_run_config, load_run_config
 
 DEFAULT_CONFIG = "configs/demo.yaml"
+PREFECT_STARTUP_S = "180"
+"""Seconds `evip run` waits for Prefect's local server to start (Prefect's own default: 20)."""
 CONFIG_COMMANDS = {
     **COMMANDS,
     "run": "run the whole campaign as a Prefect flow: ingest, recaption, stage shards, model, "
@@ -86,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     """Runs one command; bad input (config, source files, checkpoints) exits 2 with a message."""
     # No network here or on many clusters: Prefect's telemetry would only log errors.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A first start creates and migrates Prefect's database, which outlasts Prefect's 20 s limit
+    # for its local server on a small or busy machine (`evip run` died there). Set before Prefect
+    # is imported; a user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", PREFECT_STARTUP_S)
     from pipelines.sources import SourceError
 
     args = _parser().parse_args(argv)
@@ -139,11 +145,26 @@ def _run(command: str, config) -> None:
         from pipelines.evaluate.campaign import accuracy_line
         from pipelines.layout import RunLayout
 
+        _announce_prefect_database()
         results = campaign(config)
         print(f"report: {RunLayout(config.run_root).report('campaign.md')} (figures beside it; "
               "also Prefect artifacts)")  # fmt: skip
         if "figures" in results.get("evaluate", {}):
             print(accuracy_line(results["evaluate"]))
+
+
+def _announce_prefect_database() -> None:
+    """Says why a first `evip run` on a machine is quiet for a while: Prefect's local server
+    creates its database first."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    url = settings.server.database.connection_url
+    url = url.get_secret_value() if url is not None else ""
+    path = url.split(":///", 1)[-1]
+    if settings.api.url is None and url.startswith("sqlite") and not os.path.exists(path):
+        print(f"evip: Prefect's first start here creates its database ({path}); this can take a "
+              "minute", flush=True)  # fmt: skip
 
 
 def _plan(config, args) -> int:

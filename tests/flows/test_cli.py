@@ -121,6 +121,50 @@ def test_a_campaign_killed_during_training_finishes_on_rerun_without_redoing_wor
     assert (converted / "config.json").exists()
 
 
+STUBBED_CAMPAIGN = """
+import sys
+import flows.cli as cli
+
+run = cli._run
+
+
+def stubbed(command, config):  # the campaign flow itself, its steps left out
+    import flows.campaign
+
+    flows.campaign.run_commands = lambda config, commands: {}
+    run(command, config)
+
+
+cli._run = stubbed
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_evip_run_starts_prefect_on_a_fresh_home_while_the_cpu_is_busy(tmp_path):
+    """A first `evip run` creates Prefect's database; with every core busy that outlasted
+    Prefect's 20 s start-up limit for its local server ('Timed out while attempting to connect
+    to ephemeral Prefect API server')."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    for name in ("PREFECT_API_URL", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
+        env.pop(name, None)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 2)]  # fmt: skip
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", STUBBED_CAMPAIGN, "run", "--config", "configs/demo.yaml",
+             f"run_root={tmp_path / 'run'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=400,
+        )  # fmt: skip
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "creates its database" in output and "Finished in state Completed" in output
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
