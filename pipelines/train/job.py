@@ -123,17 +123,18 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
                          "workers (each reads whole shards): lower the stage's samples_per_shard "
                          "or train.workers")  # fmt: skip
     clear_stale_milestones(layout, stage, settings)
+    use_gpu = _use_gpu(options)
     config = {"stage": stage.model_dump(mode="json"), "shards": shards, "start": start,
-              "max_patches": max_patches, "seed": options.seed, "use_gpu": options.use_gpu,
+              "max_patches": max_patches, "seed": options.seed, "use_gpu": use_gpu,
               "threads": options.cpus_per_worker, "folder": folder,
               "logs": logs,
               "final_settings": settings}  # fmt: skip
     trainer = TorchTrainer(
         train_loop, train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
-            num_workers=options.workers, use_gpu=options.use_gpu,
-            resources_per_worker=None if options.use_gpu else {"CPU": options.cpus_per_worker}),
-        torch_config=TorchConfig(backend="nccl" if options.use_gpu else "gloo"),
+            num_workers=options.workers, use_gpu=use_gpu,
+            resources_per_worker=None if use_gpu else {"CPU": options.cpus_per_worker}),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
             name=run_name(stage, record),
             storage_path=_train_storage(layout),
@@ -149,6 +150,17 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     report = {**done, "metrics": dict(result.metrics or {})}
     stages.write(stage.name, record, covered=report)
     return report
+
+
+def _use_gpu(options: TrainOptions) -> bool:
+    """`train.use_gpu` with `auto` resolved: GPU workers when the Ray cluster has GPUs."""
+    if options.use_gpu != "auto":
+        return options.use_gpu
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()  # what TorchTrainer.fit would do
+    return ray.cluster_resources().get("GPU", 0) > 0
 
 
 def _train_storage(layout: RunLayout) -> str:

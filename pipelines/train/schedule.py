@@ -59,6 +59,14 @@ class TrainStage(FrozenOptions):
     """DeepSpeed ZeRO stage."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto: bf16 on GPUs, fp32 on CPUs."""
+    activation_checkpointing: Literal["none", "full", "every_n"] = "none"
+    """Decoder layers recomputed in backward instead of keeping activations: none, every layer
+    (`full`) or every `checkpoint_every_n_layers`-th (`every_n`); same gradients, less memory."""
+    checkpoint_every_n_layers: int = Field(2, gt=0)
+    """The period of `activation_checkpointing: every_n`."""
+    packed_attention: Literal["auto", "per_sample", "flex", "flash_varlen", "masked"] = "auto"
+    """How packed samples attend (`model.packed_attention`); auto: flash-attn varlen or flex on
+    GPUs, per-sample SDPA on CPUs."""
     optimizer: OptimizerOptions = OptimizerOptions()
     """Optimiser and learning-rate schedule."""
     loss_reduction: Literal["token", "sqrt"] = "token"
@@ -128,8 +136,9 @@ class TrainOptions(FrozenOptions):
     """Ray Train workers."""
     cpus_per_worker: float = Field(1.0, gt=0)
     """CPUs per worker."""
-    use_gpu: bool = False
-    """One GPU per worker (NCCL) instead of CPUs (gloo)."""
+    use_gpu: bool | Literal["auto"] = "auto"
+    """One GPU per worker (NCCL) instead of CPUs (gloo); auto: GPUs when the Ray cluster has any
+    (resolved when the stage starts)."""
     seed: int = 0
     """Seed of initialisation-free randomness (data order, dropout)."""
 

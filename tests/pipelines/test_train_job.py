@@ -137,7 +137,8 @@ def test_a_stage_trains_only_its_groups_and_hands_off_a_final_checkpoint(run, s1
 @pytest.mark.slow
 def test_the_next_stage_starts_from_the_last_final_with_its_own_groups_under_zero_3(run, s11):
     layout, (_, first) = run, s11
-    stage = _stage("S1.2", ["patch_embed", "visual_ffn", "attention"], zero=3)
+    stage = _stage("S1.2", ["patch_embed", "visual_ffn", "attention"], zero=3,
+                   activation_checkpointing="full")  # recomputed layers under ZeRO-3
     report = _train(layout, stage, first["final"])
     _losses(report)
     before, after = _weights(Path(first["final"])), _weights(Path(report["final"]))
@@ -190,6 +191,20 @@ def test_a_killed_worker_is_restarted_and_the_stage_completes(run, ray_local, tm
     assert report["metrics"]["step"] == 24
     assert report["metrics"]["resumed_from"] > 0  # the restarted group resumed from a checkpoint
     _losses(report)
+
+
+def test_use_gpu_auto_takes_gpus_when_the_cluster_has_them(monkeypatch):
+    import ray
+
+    from pipelines.train.job import _use_gpu
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    for gpus, expected in ((0, False), (2, True)):
+        monkeypatch.setattr(ray, "cluster_resources", lambda g=gpus: {"CPU": 4, "GPU": g})
+        assert _use_gpu(TrainOptions()) is expected
+        assert _use_gpu(TrainOptions(use_gpu=False)) is False
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4})
+    assert _use_gpu(TrainOptions()) is False and _use_gpu(TrainOptions(use_gpu=True)) is True
 
 
 def _registered(storage_folder: Path, stage: str) -> bool:

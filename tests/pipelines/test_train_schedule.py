@@ -53,3 +53,25 @@ def test_bad_schedules_fail_at_load_with_their_path():
     with pytest.raises(ConfigError, match="train.stages.0.zero_stage"):
         load_run_config("configs/demo.yaml",
                         ["train.stages=[{name: S1.1, trainable: [norms], zero_stage: 4}]"])
+
+
+def test_memory_options_per_stage_and_gpus_by_the_cluster():
+    from typing import get_args
+
+    from model.packed_attention import BACKENDS
+
+    stage = TrainStage(name="S2", trainable=["norms"])
+    assert (stage.activation_checkpointing, stage.packed_attention) == ("none", "auto")
+    assert set(get_args(TrainStage.model_fields["packed_attention"].annotation)) == set(BACKENDS)
+    every = TrainStage(name="S2", trainable=["norms"], activation_checkpointing="every_n",
+                       checkpoint_every_n_layers=3)  # fmt: skip
+    assert every.checkpoint_every_n_layers == 3
+    for field, bad in (("activation_checkpointing", "some"), ("packed_attention", "dense"),
+                       ("checkpoint_every_n_layers", 0)):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"train.stages.0.{field}"):
+            load_run_config("configs/demo.yaml",
+                            [f"train.stages=[{{name: S1.1, trainable: [norms], {field}: {bad}}}]"])
+    assert TrainOptions().use_gpu == "auto"
+    assert TrainOptions.model_validate({"use_gpu": "true"}).use_gpu is True
+    with pytest.raises(ConfigError, match="train.use_gpu"):
+        load_run_config("configs/demo.yaml", ["train.use_gpu=maybe"])
