@@ -75,7 +75,6 @@ def _setup(root: Path):
 def plain_step_seconds(start: Path, groups: list[str], batch: dict, steps: int) -> float:
     from model.modeling import MonoInternVLForCausalLM
     from model.param_groups import set_trainable
-    from pipelines.train.loop import weighted_loss
 
     torch.manual_seed(0)
     model = MonoInternVLForCausalLM.from_pretrained(start).train()
@@ -84,9 +83,11 @@ def plain_step_seconds(start: Path, groups: list[str], batch: dict, steps: int) 
     times = []
     for step in range(steps):
         started = time.perf_counter()
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                       sample_ids=batch["sample_ids"], pixel_values=batch["pixel_values"]).logits
-        weighted_loss(logits, batch["labels"], batch["loss_weights"]).backward()
+        loss = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                     sample_ids=batch["sample_ids"], pixel_values=batch["pixel_values"],
+                     labels=batch["labels"], loss_weights=batch["loss_weights"],
+                     full_logits=False).loss  # the loss the training loop takes
+        loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
