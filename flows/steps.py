@@ -118,7 +118,10 @@ def _caption_units(config, layout, source):
 
 
 def _caption_settings(config, layout, source, unit):
-    return caption_settings(config.teacher, config.cleaning, layout.filtered(source))
+    if not storage.exists(storage.join(layout.filtered(source), f"{unit}.parquet")):
+        return None  # a shard no keep-list has (any more)
+    return caption_settings(config.teacher, config.cleaning, layout.raw(source),
+                            layout.filtered(source), unit)  # fmt: skip
 
 
 # stages
@@ -332,7 +335,7 @@ STEPS = [
          lambda c, lay, s: [FILTER_UNIT], _filter_settings, report=_ingest_report),
     Step("recaption", "caption each kept image with the teacher (Ray Data actors)", "recaption",
          True, False, _run_recaption, _caption_folder, _caption_units, _caption_settings,
-         report=_recaption_report),
+         settings_per_unit=True, report=_recaption_report),
     Step("stages", "build each curriculum stage's webdataset shards (Ray tasks)", "stages",
          False, False, _run_stages, lambda c, lay, s: lay.stages(), _stage_units,
          _stage_settings, settings_per_unit=True, report=_stages_report),

@@ -17,9 +17,9 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from pipelines import storage
-from pipelines.completion import CompletionLog, Plan
+from pipelines.completion import CompletionLog, Plan, settings_hash
 from pipelines.layout import shard_name, shard_of
-from pipelines.records import kept_count
+from pipelines.records import kept_count, kept_keys
 from pipelines.schema import CAPTION
 from recaption.options import CleaningOptions, RecaptionJobOptions, TeacherOptions
 from recaption.stages import OUTPUT_COLUMNS, Caption, Preprocess, read_shard
@@ -46,12 +46,18 @@ def write_captions(rows: list[dict], url: str) -> None:
     storage.write_parquet(pa.Table.from_pylist(rows, schema=CAPTION_SCHEMA), url)
 
 
-def caption_settings(teacher: TeacherOptions, cleaning: CleaningOptions, filtered_url: str) -> dict:
-    """What makes a caption shard: teacher, cleaning and the keep-lists (their filter record)."""
-    record = CompletionLog(filtered_url).read(FILTER_UNIT)
+def caption_settings(teacher: TeacherOptions, cleaning: CleaningOptions, raw_url: str,
+                     filtered_url: str, unit: str) -> dict:  # fmt: skip
+    """What makes caption shard `unit`, and nothing else: the teacher, the cleaning and what it
+    captions, i.e. the samples its keep-list keeps (key and sample id) and the download record of
+    the raw shard their images are in. Not the filter record, which covers every shard of every
+    source: one more shard or source then redoes no other shard's captions."""
+    download = CompletionLog(raw_url).read(unit)
+    kept = kept_keys(storage.join(filtered_url, f"{unit}.parquet"))
     return {"teacher": teacher.model_dump(mode="json"),
             "cleaning": cleaning.model_dump(mode="json"),
-            "keep_lists": record["settings_hash"] if record else None}  # fmt: skip
+            "kept": settings_hash(sorted(kept.items())),
+            "download": download["settings_hash"] if download else None}  # fmt: skip
 
 
 class CaptionWriter:
@@ -61,7 +67,7 @@ class CaptionWriter:
     record is written after the file. Only a one-row summary per written shard goes downstream.
     """
 
-    def __init__(self, out_folder: str, expected: dict[int, int], settings: dict):
+    def __init__(self, out_folder: str, expected: dict[int, int], settings: dict[int, dict]):
         self.log, self.out = CompletionLog(out_folder), out_folder
         self.expected, self.settings = expected, settings
         self.buffers: dict[int, dict[str, dict]] = {}
@@ -76,7 +82,7 @@ class CaptionWriter:
             buffer.setdefault(row["key"], row)
             if len(buffer) == self.expected[shard]:
                 rows = list(self.buffers.pop(shard).values())
-                write_sealed(self.log, self.out, shard, rows, self.settings)
+                write_sealed(self.log, self.out, shard, rows, self.settings[shard])
                 del self.expected[shard]
                 done["shard"].append(shard)
                 done["images"].append(len(rows))
@@ -127,17 +133,19 @@ class RecaptionJob:
         )  # fmt: skip
 
     def plan(self, raw_url: str, filtered_url: str, out_url: str) -> tuple[Plan, dict, dict]:
-        """(plan over the keep-lists' shards, {shard: ShardWork} to caption, shard settings).
+        """(plan over the keep-lists' shards, {shard: ShardWork} to caption, {unit: settings}).
 
-        Each shard's settings are the teacher, the cleaning and the filter record of its
-        keep-list, so new keep-lists or another teacher, prompt or cleaning redo it.
+        Each shard's settings are `caption_settings`: another teacher, prompt or cleaning redoes
+        every shard, another keep-list or download only its own.
         """
         filter_record = CompletionLog(filtered_url).read(FILTER_UNIT)
-        settings = caption_settings(self.teacher, self.cleaning, filtered_url)
         kept = filter_record["covered"].get("kept_per_shard", {}) if filter_record else {}
         shards = [shard_of(u) for u in storage.glob(storage.join(filtered_url, "*.parquet"))]
+        settings = {shard_name(s): caption_settings(self.teacher, self.cleaning, raw_url,
+                                                    filtered_url, shard_name(s))
+                    for s in shards}  # fmt: skip
         log = CompletionLog(out_url)
-        plan = log.plan([shard_name(s) for s in shards], settings)
+        plan = log.plan(list(settings), settings.__getitem__)
         work = {}
         for unit in plan.todo:
             shard = int(unit)
@@ -160,14 +168,15 @@ class RecaptionJob:
         raw_url, filtered_url, out_url = map(str, (raw_folder, filtered_folder, out_folder))
         plan, work, settings = self.plan(raw_url, filtered_url, out_url)
         log = CompletionLog(out_url)
-        for unit in log.stale(settings):
+        for unit in [u for u, r in log.records().items()
+                     if u not in settings or r["settings_hash"] != settings_hash(settings[u])]:
             log.clear(unit)
             storage.remove(storage.join(out_url, f"{unit}.parquet"))
         if plan.todo:
             print(plan.describe("recaption"))
         start, images, kept, reasons = time.perf_counter(), 0, 0, Counter()
         for w in [w for w in work.values() if w.expected == 0]:
-            write_sealed(log, out_url, w.shard, [], settings)
+            write_sealed(log, out_url, w.shard, [], settings[shard_name(w.shard)])
             del work[w.shard]
         written = set()
         with tqdm(total=len(work), desc="caption shards", unit="shards") as progress:
@@ -177,7 +186,7 @@ class RecaptionJob:
                 ds = self.dataset(list(work.values())).map_batches(
                     CaptionWriter, batch_format="pyarrow", batch_size=None, num_cpus=0.1,
                     fn_constructor_args=(out_url, {s: w.expected for s, w in work.items()},
-                                         settings),
+                                         {s: settings[shard_name(s)] for s in work}),
                     compute=ray.data.ActorPoolStrategy(size=1),
                 )  # fmt: skip
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -7,8 +7,8 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.completion import CompletionLog
-from recaption.job import RecaptionJob
+from pipelines.completion import CompletionLog, settings_hash
+from recaption.job import RecaptionJob, caption_settings
 from recaption.options import CleaningOptions, RecaptionJobOptions
 from tests.recaption.conftest import write_shards
 
@@ -81,3 +81,52 @@ def test_another_prompt_redoes_every_shard_and_never_mixes(
     assert {r["settings"]["teacher"]["prompts"][0] for r in records.values()} == set(prompts)
     # The first settings again: the second's captions are replaced, never kept beside them.
     assert first.run(tmp_path / "raw", tmp_path / "filtered", out)["stale"] == 2
+
+
+def _shard_settings(root, teacher_options, shards=(0, 1)) -> dict[int, str]:
+    return {s: settings_hash(caption_settings(teacher_options, CleaningOptions(), root / "raw",
+                                              root / "filtered", f"{s:05d}"))
+            for s in shards}  # fmt: skip
+
+
+def test_a_caption_shard_depends_on_its_own_keep_list_and_download_only(tmp_path,
+                                                                        teacher_options):
+    """Not on the filter record, which covers every shard of every source: one more source or
+    download shard (a new filter record) must not redo the captions of the others."""
+    write_shards(tmp_path, [3, 4])
+    filtered, raw = CompletionLog(str(tmp_path / "filtered")), CompletionLog(str(tmp_path / "raw"))
+    filtered.write("filter", {"sources": ["a"]}, {"kept_per_shard": {"00000": 2, "00001": 3}})
+    for unit in ("00000", "00001"):
+        raw.write(unit, {"download": "first"})
+    before = _shard_settings(tmp_path, teacher_options)
+
+    write_shards(tmp_path, [3, 4, 5])  # one more shard, a filter over one more source
+    filtered.write("filter", {"sources": ["a", "b"]}, {"kept_per_shard": {"00000": 2}})
+    assert _shard_settings(tmp_path, teacher_options) == before
+
+    write_shards(tmp_path, [3, 4], dropped=2)  # shard 1's keep-list keeps one sample fewer
+    after = _shard_settings(tmp_path, teacher_options)
+    assert after[0] != before[0] and after[1] != before[1]  # both lost their first kept sample
+    raw.write("00001", {"download": "again"})  # shard 1 downloaded again
+    again = _shard_settings(tmp_path, teacher_options)
+    assert again[0] == after[0] and again[1] != after[1]
+
+
+@pytest.mark.slow
+def test_one_more_shard_is_captioned_alone(ray_local, tmp_path, teacher_dir, teacher_options,
+                                           capsys):  # fmt: skip
+    write_shards(tmp_path, [3, 4])
+    filtered = CompletionLog(str(tmp_path / "filtered"))
+    filtered.write("filter", {"inputs": ["00000", "00001"]}, {})
+    out = tmp_path / "captions"
+    job = RecaptionJob(str(teacher_dir), teacher_options, CleaningOptions(),
+                       RecaptionJobOptions(batch_size=4, preprocess_batch_size=4))  # fmt: skip
+    assert job.run(tmp_path / "raw", tmp_path / "filtered", out)["shards"] == 2
+    before = {s: os.stat(out / f"{s:05d}.parquet").st_mtime_ns for s in (0, 1)}
+
+    kept = write_shards(tmp_path, [3, 4, 2])  # a new download shard: a new filter record
+    filtered.write("filter", {"inputs": ["00000", "00001", "00002"]}, {})
+    report = job.run(tmp_path / "raw", tmp_path / "filtered", out)
+    assert report["shards"] == 1 and report["skipped"] == 2 and report["stale"] == 0
+    assert [r["key"] for r in _captions(out)[2]] == kept[2]
+    assert {s: os.stat(out / f"{s:05d}.parquet").st_mtime_ns for s in (0, 1)} == before
