@@ -192,10 +192,14 @@ def _train_units(config, layout, source):
 def _train_settings(config, layout, source, unit):
     from pipelines.train.job import stage_record_settings, stage_settings, stage_start
 
-    stage = next(s for s in config.train.stages if s.name == unit)
+    stage, use_gpu = next(s for s in config.train.stages if s.name == unit), config.train.use_gpu
+    if use_gpu == "auto":  # status starts no Ray: the device is the one the stage trained on
+        record = CompletionLog(layout.checkpoints()).read(unit)
+        use_gpu = bool(record and record["settings"].get("use_gpu"))
     try:
         start = stage_start(layout, config.train, unit)
-        return stage_record_settings(stage_settings(layout, config.train, stage, start), stage)
+        settings = stage_settings(layout, config.train, stage, start, use_gpu)
+        return stage_record_settings(settings, stage)
     except ValueError:
         return None  # its data or its start checkpoint is not there yet
 

@@ -30,14 +30,15 @@ steps are exported besides `final` (the weights at a step do not depend on it), 
 are recomputed in backward (memory only: the same gradients)."""
 
 
-def stage_settings(layout: RunLayout, options: TrainOptions, stage: TrainStage, start: str) -> dict:
+def stage_settings(layout: RunLayout, options: TrainOptions, stage: TrainStage, start: str,
+                   use_gpu: bool) -> dict:  # fmt: skip
     """What a stage's weights are made from, and nothing else, so the next stage (whose start is
     this one's `final`) retrains exactly when they change.
 
     The schedule without `NOT_WEIGHTS`, the seed (initialisation-free randomness and data order),
     the worker count (which shards each worker reads, how the global batch is split, and one
-    loader state per rank in a checkpoint), the device (`precision: auto` is bf16 on GPUs, fp32
-    on CPUs), the data manifest and the start checkpoint.
+    loader state per rank in a checkpoint), the device, `use_gpu` as resolved (`precision` and
+    `packed_attention` auto follow it), the data manifest and the start checkpoint.
 
     Raises:
         ValueError: the stage's shards or its start checkpoint are not there yet.
@@ -50,7 +51,7 @@ def stage_settings(layout: RunLayout, options: TrainOptions, stage: TrainStage, 
     if began is None:
         raise ValueError(f"train {stage.name}: start checkpoint {start} is not complete")
     return {"stage": stage.model_dump(mode="json", exclude=set(NOT_WEIGHTS)),
-            "seed": options.seed, "workers": options.workers, "use_gpu": options.use_gpu,
+            "seed": options.seed, "workers": options.workers, "use_gpu": use_gpu,
             "data": data["settings_hash"], "start": began["settings_hash"]}  # fmt: skip
 
 
@@ -104,7 +105,8 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     from pipelines.train.loop import train_loop
 
     folder, final = layout.path("checkpoints", stage.name), layout.stage_checkpoint(stage.name)
-    settings = stage_settings(layout, options, stage, start)
+    use_gpu = _use_gpu(options)
+    settings = stage_settings(layout, options, stage, start, use_gpu)
     record = stage_record_settings(settings, stage)
     logs = layout.path("reports", "train", stage.name)
     milestones = [{"step": step,
@@ -123,7 +125,6 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
                          "workers (each reads whole shards): lower the stage's samples_per_shard "
                          "or train.workers")  # fmt: skip
     clear_stale_milestones(layout, stage, settings)
-    use_gpu = _use_gpu(options)
     config = {"stage": stage.model_dump(mode="json"), "shards": shards, "start": start,
               "max_patches": max_patches, "seed": options.seed, "use_gpu": use_gpu,
               "threads": options.cpus_per_worker, "folder": folder,

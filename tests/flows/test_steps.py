@@ -93,3 +93,21 @@ def test_a_stage_ray_train_gave_up_on_is_not_retried_again():
 
     failed = Failed(data=StageFailedError("train S1.1: worker raised"))
     assert step_task.retry_condition_fn(step_task, None, failed) is False
+
+
+def test_status_takes_an_auto_device_as_the_one_the_stage_trained_on(tmp_path):
+    """`train.use_gpu: auto` is resolved where the stage trains (the Ray cluster's GPUs); status
+    starts no Ray, so a stage trained on GPUs still counts as complete."""
+    from flows.status import step_status
+    from pipelines.train.job import stage_record_settings, stage_settings, stage_start
+
+    config = RunConfig(run_root=str(tmp_path / "run"), train={"stages": [
+        {"name": "S1.1", "trainable": ["patch_embed"]}]})  # fmt: skip
+    layout, stage = RunLayout(config.run_root), config.train.stages[0]
+    CompletionLog(layout.stages()).write("S1.1", {"built": "by hand"}, {"shards": []})
+    CompletionLog(layout.checkpoints()).write("init", {"model": "x"})
+    start = stage_start(layout, config.train, "S1.1")
+    on_gpus = stage_record_settings(stage_settings(layout, config.train, stage, start, True), stage)
+    CompletionLog(layout.checkpoints()).write("S1.1", on_gpus)
+    assert config.train.use_gpu == "auto"
+    assert step_status(STEP["train"], config, layout, None)["complete"] == 1

@@ -28,13 +28,14 @@ def layout(tmp_path):
     return layout
 
 
-def _settings(layout, stage=STAGE, **options) -> dict:
+def _settings(layout, stage=STAGE, use_gpu=False, **options) -> dict:
     train = TrainOptions(stages=[stage], **options)
-    return stage_settings(layout, train, stage, stage_start(layout, train, stage.name))
+    return stage_settings(layout, train, stage, stage_start(layout, train, stage.name), use_gpu)
 
 
-def _run(layout, stage=STAGE, **options) -> str:
-    return run_name(stage, stage_record_settings(_settings(layout, stage, **options), stage))
+def _run(layout, stage=STAGE, use_gpu=False, **options) -> str:
+    settings = _settings(layout, stage, use_gpu, **options)
+    return run_name(stage, stage_record_settings(settings, stage))
 
 
 @pytest.mark.parametrize("field, value", [("report_every", 1), ("checkpoint_every", 3),
