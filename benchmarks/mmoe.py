@@ -15,6 +15,7 @@ from benchmarks.timing import interleaved_medians
 from model.configuration import MonoInternVLConfig
 from model.mmoe import ModalityRoute
 from model.modeling import MonoInternVLDecoderLayer
+from model.packed_attention import AttentionPlan
 
 
 class BlendBothRoute(ModalityRoute):
@@ -63,7 +64,7 @@ def main() -> None:
 
     def step(name):
         def run():
-            layers[name](x, routes[name], cos, sin).sum().backward()
+            layers[name](x, routes[name], cos, sin, AttentionPlan()).sum().backward()
 
         return run
 

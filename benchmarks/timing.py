@@ -10,13 +10,20 @@ from collections.abc import Callable
 def interleaved_medians(
     candidates: dict[str, Callable[[], None]], rounds: int, warmup: int = 3
 ) -> dict[str, float]:
-    """Median seconds per call of each candidate, calling them in turn `rounds` times."""
+    """Median seconds per call of each candidate, calling them in turn `rounds` times.
+
+    Each round starts one candidate later than the one before, so none always runs first (a
+    machine's state after one kind of call favours or slows the next).
+    """
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
     samples = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
+    names = list(candidates)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = candidates[name]
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)

@@ -6,7 +6,10 @@ Nt / Nv text / visual tokens.
 Routing is static because a token's expert is fixed by its modality, which the input ids already
 say; the route is therefore computed once per forward and shared by every layer (no router, no
 load balancing, no capacity factor). Each expert runs only on its own tokens, instead of running
-both experts on every token and masking, which costs two FFNs.
+both experts on every token and masking, which costs two FFNs. An image is a contiguous span of
+tokens, so a pack is a few runs of one modality: the route splits them as slices and joins them
+with one copy each way (`torch.split` / `torch.cat`) instead of gathering scattered rows; a mask
+with many runs (scattered tokens) gathers by index instead.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import torch
 from torch import nn
 
 TokenFn = Callable[[torch.Tensor], torch.Tensor]
+MAX_RUNS = 256
+"""Above this many modality runs, gathering rows by index beats slicing runs."""
 
 
 class ModalityRoute:
@@ -29,6 +34,8 @@ class ModalityRoute:
         self.visual_idx_Nv: torch.Tensor | None = None
         self.text_idx_Nt: torch.Tensor | None = None
         self.all_visual = False
+        self.runs: list[tuple[bool, int]] | None = None
+        """(is visual, length) of each run of one modality, in order, when there are few."""
         if visual_mask_BS is None:
             return
         flat_N = visual_mask_BS.reshape(-1)
@@ -40,6 +47,12 @@ class ModalityRoute:
             return
         self.visual_idx_Nv = flat_N.nonzero().squeeze(1)
         self.text_idx_Nt = (~flat_N).nonzero().squeeze(1)
+        changes = (flat_N[1:] != flat_N[:-1]).nonzero().squeeze(1) + 1
+        if len(changes) < MAX_RUNS:
+            bounds = [0, *changes.tolist(), flat_N.numel()]
+            first = bool(flat_N[0])
+            self.runs = [(first ^ (i % 2 == 1), b - a)
+                         for i, (a, b) in enumerate(zip(bounds, bounds[1:]))]  # fmt: skip
 
     @property
     def all_text(self) -> bool:
@@ -60,12 +73,26 @@ class ModalityRoute:
             return visual_fn(x_BSD)
         b, s, d = x_BSD.shape
         x_ND = x_BSD.reshape(b * s, d)
+        if self.runs is not None:
+            return self._apply_runs(x_ND, text_fn, visual_fn).view(b, s, -1)
         y_text = text_fn(x_ND.index_select(0, self.text_idx_Nt))
         y_visual = visual_fn(x_ND.index_select(0, self.visual_idx_Nv))
         y_ND = y_text.new_empty(b * s, y_text.shape[-1])
         y_ND.index_copy_(0, self.text_idx_Nt, y_text)
         y_ND.index_copy_(0, self.visual_idx_Nv, y_visual.to(y_text.dtype))
         return y_ND.view(b, s, -1)
+
+    def _apply_runs(self, x_ND: torch.Tensor, text_fn: TokenFn, visual_fn: TokenFn):
+        """Each expert on its runs joined into one batch; its outputs split back into place."""
+        pieces = x_ND.split([length for _, length in self.runs])
+        text = [p for p, (visual, _) in zip(pieces, self.runs) if not visual]
+        visual = [p for p, (is_visual, _) in zip(pieces, self.runs) if is_visual]
+        y_text = text_fn(torch.cat(text) if len(text) > 1 else text[0])
+        y_visual = visual_fn(torch.cat(visual) if len(visual) > 1 else visual[0])
+        y_visual = y_visual.to(y_text.dtype)
+        outputs = {False: iter(y_text.split([len(p) for p in text])),
+                   True: iter(y_visual.split([len(p) for p in visual]))}  # fmt: skip
+        return torch.cat([next(outputs[is_visual]) for is_visual, _ in self.runs])
 
 
 class SwiGLU(nn.Module):

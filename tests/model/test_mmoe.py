@@ -29,8 +29,11 @@ class MaskedRoute:
         return torch.where(self.mask[..., None], visual_fn(x_BSD), text_fn(x_BSD))
 
 
+@pytest.mark.parametrize("max_runs", [256, 0], ids=["runs", "gather"])
 @pytest.mark.parametrize("visual_share", [0.0, 0.3, 1.0])
-def test_route_apply_matches_masked_reference(visual_share):
+def test_route_apply_matches_masked_reference(visual_share, max_runs, monkeypatch):
+    """Both ways of routing (slicing runs, gathering rows) equal every-expert-then-select."""
+    monkeypatch.setattr("model.mmoe.MAX_RUNS", max_runs)
     torch.manual_seed(0)
     text, visual = SwiGLU(16, 32), SwiGLU(16, 32)
     mask = torch.rand(3, 10) < visual_share
@@ -38,7 +41,9 @@ def test_route_apply_matches_masked_reference(visual_share):
     x_ref = x.detach().clone().requires_grad_(True)
     text_ref, visual_ref = copy.deepcopy(text), copy.deepcopy(visual)
 
-    out = ModalityRoute(mask).apply(x, text, visual)
+    route = ModalityRoute(mask)
+    assert (route.runs is not None) == (max_runs > 0 and 0 < visual_share < 1)
+    out = route.apply(x, text, visual)
     ref = MaskedRoute(mask).apply(x_ref, text_ref, visual_ref)
     torch.testing.assert_close(out, ref)
     out.square().sum().backward()

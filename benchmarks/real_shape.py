@@ -1,0 +1,198 @@
+"""Training pieces at the paper's LLM shape (InternLM2-1.8B: hidden 2048, 16 query / 8 key-value
+heads of 128, FFN 8192, vocabulary 92,544), on this machine's CPU, side by side in one run.
+
+Packs hold 8 samples, each half visual (one image span) and about 5% supervised tokens. Times are
+medians of interleaved rounds (`benchmarks.timing`). Memory is the peak resident set a variant
+adds above what its process holds before the measured call (parameters, inputs, gradients
+pre-allocated), each variant in a fresh process after one call at 256 tokens has set up the
+libraries, so no variant hides another (CPU torch keeps no allocator statistics, and the
+profiler's memory events miss backward; large tensors are mmapped and returned on free, so the
+resident set follows them).
+
+Last lines (goals in the issue):
+- `attention_packed_vs_causal`: fwd+bwd of the attention over a 4,096-token pack of 8 samples
+  with the CPU path (`per_sample`) / plain causal SDPA over the same 4,096 tokens (<= 0.5);
+- `attention_memory_growth`: that packed attention's added peak at 8,192 tokens / at 4,096 (<= 2.3);
+- `loss_memory_vs_full`: memory the loss adds (fwd+bwd from the last hidden state, LM head frozen)
+  with supervised-only logits / full logits, 4,096 tokens, 5% supervised (<= 0.2);
+- `checkpointing_memory`: a training step's activation memory with activation checkpointing /
+  without, 4 layers, 2,048-token pack (<= 0.5);
+- `mmoe_vs_dense_1p8b`: an MMoE decoder layer fwd+bwd / a dense one, 1,024-token half-visual
+  pack of 8 samples (<= 1.02).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing
+import resource
+
+import torch
+
+from benchmarks.timing import interleaved_medians
+
+SHAPE = dict(hidden_size=2048, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+             intermediate_size=8192, vocab_size=92544)  # fmt: skip
+SAMPLES, SUPERVISED = 8, 0.05
+
+
+def config(layers: int = 1, experts: bool = True):
+    from model.configuration import MonoInternVLConfig
+
+    return MonoInternVLConfig(**SHAPE, num_hidden_layers=layers, visual_ffn_experts=experts,
+                              image_token_id=3, tile_size=224, vision_hidden_size=64)  # fmt: skip
+
+
+def pack(tokens: int):
+    """Sample ids (8 equal samples) and a visual mask (the middle half of each sample; with
+    224-px tiles of 64 tokens, whole tiles from 1,024 tokens up)."""
+    per = tokens // SAMPLES
+    sample_ids = torch.arange(SAMPLES).repeat_interleave(per)[None]
+    offset = torch.arange(tokens) % per
+    visual = ((offset >= per // 4) & (offset < per // 4 + per // 2))[None]
+    return sample_ids, visual
+
+
+def _qkv(tokens: int):
+    torch.manual_seed(0)
+    h, kv, d = SHAPE["num_attention_heads"], SHAPE["num_key_value_heads"], SHAPE["head_dim"]
+    return [torch.randn(1, n, tokens, d, requires_grad=True) for n in (h, kv, kv)]
+
+
+def attention_step(tokens: int, packed: bool):
+    """One attention call (fwd+bwd): packed per-sample spans, or plain causal over the pack."""
+    from model.packed_attention import AttentionPlan, PackedSpans
+
+    q, k, v = _qkv(tokens)
+    plan = AttentionPlan(spans=PackedSpans(pack(tokens)[0]), backend="per_sample") if packed \
+        else AttentionPlan()  # fmt: skip
+    return lambda: plan.attend(q, k, v).sum().backward()
+
+
+def loss_step(tokens: int, supervised_only: bool):
+    """The loss from the last hidden state, fwd+bwd; LM head frozen (S1.1)."""
+    from torch import nn
+
+    from model.supervised_loss import next_token_loss, supervised_loss
+
+    torch.manual_seed(0)
+    head = nn.Linear(SHAPE["hidden_size"], SHAPE["vocab_size"], bias=False).requires_grad_(False)
+    hidden = torch.randn(1, tokens, SHAPE["hidden_size"], requires_grad=True)
+    labels = torch.randint(0, SHAPE["vocab_size"], (1, tokens))
+    labels[torch.rand(1, tokens) > SUPERVISED] = -100
+    if supervised_only:
+        return lambda: supervised_loss(hidden, head, labels).backward()
+    return lambda: next_token_loss(head(hidden), labels).backward()
+
+
+def model_step(tokens: int, checkpointing: bool, layers: int = 4):
+    """A training step of a `layers`-layer model: decoder trains, embeddings and head frozen."""
+    from model.modeling import MonoInternVLForCausalLM
+
+    torch.manual_seed(0)
+    model = MonoInternVLForCausalLM(config(layers)).train()
+    model.set_activation_checkpointing("full" if checkpointing else "none")
+    for name, param in model.named_parameters():
+        param.requires_grad_(".layers." in name)
+        if param.requires_grad:  # held before the step, as an optimiser's would be
+            param.grad = torch.zeros_like(param)
+    sample_ids, visual = pack(tokens)
+    ids = torch.randint(10, SHAPE["vocab_size"], (1, tokens))
+    ids[visual] = model.config.image_token_id
+    tiles = torch.randn(int(visual.sum()) // model.config.tokens_per_tile, 3, 224, 224)
+    labels = torch.where(torch.rand(1, tokens) < SUPERVISED, ids, -100)
+    return lambda: model(input_ids=ids, pixel_values=tiles, sample_ids=sample_ids,
+                         labels=labels, full_logits=False).loss.backward()  # fmt: skip
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _measure(builder: str, args: tuple, queue) -> None:
+    torch.set_num_threads(2)
+    warm = globals()[builder](256, *args[1:])  # libraries' one-time set-up, at a tiny size
+    warm()
+    del warm
+    gc.collect()
+    run = globals()[builder](*args)
+    before = _rss_mb()
+    run()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put(peak - before)
+
+
+def added_memory_mb(builder: str, *args) -> float:
+    """Peak RSS a variant's call adds, measured in a fresh process."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_measure, args=(builder, args, queue))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"{builder}{args}: the measuring process exited {process.exitcode}")
+    return queue.get(timeout=10)
+
+
+def mmoe_layers(tokens: int):
+    """Dense and MMoE decoder layers (same weights) over a packed half-visual pack, fwd+bwd."""
+    from model.mmoe import ModalityRoute
+    from model.modeling import MonoInternVLDecoderLayer
+    from model.packed_attention import AttentionPlan, PackedSpans
+
+    torch.manual_seed(0)
+    dense = MonoInternVLDecoderLayer(config(experts=False), 0)
+    mmoe = MonoInternVLDecoderLayer(config(experts=True), 0)
+    mmoe.load_state_dict(dense.state_dict(), strict=False)
+    sample_ids, visual = pack(tokens)
+    plan = AttentionPlan(spans=PackedSpans(sample_ids), backend="per_sample")
+    x = torch.randn(1, tokens, SHAPE["hidden_size"], requires_grad=True)
+    from model.attention import RotaryEmbedding
+
+    positions = torch.arange(tokens)[None] % (tokens // SAMPLES)
+    cos, sin = RotaryEmbedding(SHAPE["head_dim"], 10000.0)(positions, x.dtype)
+
+    def run(layer, route):
+        return lambda: layer(x, route, cos, sin, plan).sum().backward()
+
+    return {"dense": run(dense, ModalityRoute(None)), "mmoe": run(mmoe, ModalityRoute(visual))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    figures = {}
+
+    times = interleaved_medians({"packed": attention_step(4096, True),
+                                 "causal": attention_step(4096, False)},
+                                rounds=args.rounds, warmup=1)  # fmt: skip
+    print(f"attention 4,096 tokens: packed {times['packed']:.2f} s, causal {times['causal']:.2f} s")
+    figures["attention_packed_vs_causal"] = times["packed"] / times["causal"]
+
+    memory = {n: added_memory_mb("attention_step", n, True) for n in (4096, 8192)}
+    print(f"packed attention adds {memory[4096]:.0f} MB at 4,096, {memory[8192]:.0f} MB at 8,192")
+    figures["attention_memory_growth"] = memory[8192] / memory[4096]
+
+    loss = {s: added_memory_mb("loss_step", 4096, s) for s in (True, False)}
+    print(f"loss adds {loss[True]:.0f} MB supervised-only, {loss[False]:.0f} MB full logits")
+    figures["loss_memory_vs_full"] = loss[True] / loss[False]
+
+    steps = {c: added_memory_mb("model_step", 2048, c) for c in (True, False)}
+    print(f"4-layer step adds {steps[True]:.0f} MB checkpointed, {steps[False]:.0f} MB not")
+    figures["checkpointing_memory"] = steps[True] / steps[False]
+
+    layers = interleaved_medians(mmoe_layers(1024), rounds=args.rounds + 2, warmup=1)
+    print(f"decoder layer 1,024 tokens: dense {layers['dense']:.2f} s, mmoe {layers['mmoe']:.2f} s")
+    figures["mmoe_vs_dense_1p8b"] = layers["mmoe"] / layers["dense"]
+
+    print(f"threads: {torch.get_num_threads()}")
+    for name, value in figures.items():
+        print(f"{name}: {value:.3f}")
+
+
+if __name__ == "__main__":
+    main()
