@@ -37,11 +37,12 @@ from pipelines.download import complete_shards, shard_metadata
 from pipelines.download_report import failure_reason
 from pipelines.filter import FilterOptions, verdicts
 from pipelines.layout import RunLayout, shard_name
+from pipelines.outputs import FILTER_UNIT
 from pipelines.scheduler import releasing_memory
 from pipelines.schema import KEEP_LIST, SUPERSEDED
 from pipelines.shuffle import read_part, write_parts
 
-UNIT = "filter"
+UNIT = FILTER_UNIT
 
 
 def _map_group(layout_root, units, options, buckets, out):

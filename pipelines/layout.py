@@ -10,7 +10,7 @@
 <root>/stages/<stage>/shard-NNNNNN.tar            curriculum stage shards (+ _index/)
 <root>/instructions/meta.json                     S2 instruction data (the demo's is made here)
 <root>/checkpoints/<name>/  <root>/llm/<name>/  <root>/teacher/<name>/   model folders
-<root>/reports/                                   figures and tables
+<root>/reports/                                   figures and tables (train/<stage>/: its logs)
 ```
 Each output folder has `_done/` with the completion records of its units
 (`pipelines/completion.py`). The root may be a local path or any fsspec URL; what must be local
@@ -104,6 +104,10 @@ class RunLayout:
     def stages(self, stage: str | None = None) -> str:
         return self.path("stages", stage) if stage else self.path("stages")
 
+    def stage_shard(self, stage: str, name: str) -> str:
+        """A stage's webdataset shard `name` (shard-NNNNNN)."""
+        return storage.join(self.stages(stage), f"{name}.tar")
+
     def checkpoints(self) -> str:
         return self.path("checkpoints")
 
@@ -119,6 +123,10 @@ class RunLayout:
 
     def reports(self) -> str:
         return self.path("reports")
+
+    def train_logs(self, stage: str) -> str:
+        """A training stage's logs (TensorBoard events, metrics.jsonl, loss.png)."""
+        return self.path("reports", "train", stage)
 
     def report(self, name: str) -> str:
         return self.path("reports", name)

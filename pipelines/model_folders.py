@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipelines import storage
 from pipelines.completion import CompletionLog, settings_hash
+from pipelines.outputs import checkpoint
 
 CACHE_MARK = ".evip-settings"
 
@@ -62,8 +63,7 @@ def local_model_folder(url: str, cache_dir: str | Path | None = None) -> Path:
 
     cache = Path(cache_dir or os.environ.get("EVIP_CACHE", Path.home() / ".cache" / "evip"))
     local = cache / "models" / hashlib.sha256(url.encode()).hexdigest()[:16]
-    record = CompletionLog(url.rsplit("/", 1)[0]).read(url.rsplit("/", 1)[1])
-    wanted = record["settings_hash"] if record else "unrecorded"
+    wanted = checkpoint(url).settings_hash or "unrecorded"
     from filelock import FileLock
 
     mark = local / CACHE_MARK

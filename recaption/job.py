@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from pipelines import storage
 from pipelines.completion import CompletionLog, Plan, settings_hash
 from pipelines.layout import shard_name, shard_of
+from pipelines.outputs import kept_shards_in
 from pipelines.records import kept_count, kept_keys
 from pipelines.schema import CAPTION
 from recaption.options import CleaningOptions, RecaptionJobOptions, TeacherOptions
@@ -26,7 +27,6 @@ from recaption.stages import OUTPUT_COLUMNS, Caption, Preprocess, read_shard
 from recaption.teacher import resolve_backend
 
 CAPTION_SCHEMA = CAPTION
-FILTER_UNIT = "filter"  # the filter step's record in a keep-list folder (pipelines/filter_job.py)
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,8 @@ class RecaptionJob:
         Each shard's settings are `caption_settings`: another teacher, prompt or cleaning redoes
         every shard, another keep-list or download only its own.
         """
-        filter_record = CompletionLog(filtered_url).read(FILTER_UNIT)
-        kept = filter_record["covered"].get("kept_per_shard", {}) if filter_record else {}
+        filtered = kept_shards_in(filtered_url)
+        kept = filtered.kept_per_shard if filtered else {}
         shards = [shard_of(u) for u in storage.glob(storage.join(filtered_url, "*.parquet"))]
         settings = {shard_name(s): caption_settings(self.teacher, self.cleaning, raw_url,
                                                     filtered_url, shard_name(s))

@@ -3,14 +3,13 @@ final), the quality-against-data figure and the table, written under `reports/ev
 
 from __future__ import annotations
 
-import json
-
 from pipelines import storage
 from pipelines.evaluate.evaluate import EvalOptions
 from pipelines.evaluate.figures import evaluation_table, milestones_png
 from pipelines.evaluate.job import evaluate_checkpoints
 from pipelines.evaluate.scoring import chance_accuracy
 from pipelines.layout import RunLayout
+from pipelines.outputs import training_logs
 from pipelines.train.schedule import TrainOptions, milestone_name
 
 
@@ -38,9 +37,7 @@ def _samples_seen(layout: RunLayout, checkpoints: list[dict]) -> list[int]:
             continue
         if point["stage"] not in stage_rows:
             offset = seen[-1] if seen else 0
-            text = storage.read_bytes(layout.path("reports", "train", point["stage"],
-                                                  "metrics.jsonl")).decode()  # fmt: skip
-            rows = [json.loads(line) for line in text.splitlines() if line]
+            rows = training_logs(layout, point["stage"]).metrics()
             stage_rows[point["stage"]] = {row["step"]: row for row in rows}
         seen.append(offset + stage_rows[point["stage"]][point["step"]]["samples_seen"])
     return seen

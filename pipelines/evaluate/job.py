@@ -12,15 +12,15 @@ from tqdm import tqdm
 from pipelines import storage
 from pipelines.completion import CompletionLog
 from pipelines.evaluate.evaluate import EvalOptions, evaluate_weights
+from pipelines.outputs import checkpoint
 
 
 def evaluation_settings(weights: str, probe: str, options: EvalOptions) -> dict | None:
     """What an evaluation's figures are made from; None while the weights are not complete."""
-    parent, name = weights.rsplit("/", 1)
-    record = CompletionLog(parent).read(name)
-    if record is None:
+    made_with = checkpoint(weights).settings_hash
+    if made_with is None:
         return None
-    return {"weights": weights, "made_with": record["settings_hash"], "probe": probe,
+    return {"weights": weights, "made_with": made_with, "probe": probe,
             "options": options.model_dump(mode="json")}  # fmt: skip
 
 

@@ -26,8 +26,8 @@ import webdataset as wds
 from pipelines import storage
 from pipelines.completion import CompletionLog, settings_hash
 from pipelines.dedup import split
-from pipelines.filter_job import UNIT as FILTER_UNIT
 from pipelines.layout import RunLayout, shard_name
+from pipelines.outputs import kept_shards
 from pipelines.records import iter_tar
 from pipelines.scheduler import run_bounded
 from pipelines.shuffle import read_part, write_parts
@@ -171,11 +171,10 @@ def stage_inputs(layout: RunLayout, spec: StageSpec, sources: list[str],
     for source, weight in spec.weights(sources).items():
         if source not in sources:
             raise ValueError(f"stage {spec.name}: {source!r} is not a source of this run")
-        record = CompletionLog(layout.filtered(source)).read(FILTER_UNIT)
-        if record is None:
+        filtered = kept_shards(layout, source)
+        if filtered is None:
             raise ValueError(f"stage {spec.name}: source {source!r} is not filtered yet")
-        per_shard = record["covered"]["kept_per_shard"]
-        shards = [int(k) for k, n in per_shard.items() if n]
+        shards = filtered.shards
         captions = None
         if teacher is not None:
             records = CompletionLog(layout.captions(teacher, source)).records()
@@ -185,8 +184,8 @@ def stage_inputs(layout: RunLayout, spec: StageSpec, sources: list[str],
                                  f"{missing[:5]} (run recaption first)")  # fmt: skip
             captions = settings_hash(sorted(records[shard_name(s)]["settings_hash"]
                                             for s in shards))  # fmt: skip
-        inputs[source] = {"weight": weight, "kept": sum(per_shard.values()), "shards": shards,
-                          "keep_lists": record["settings_hash"], "captions": captions}
+        inputs[source] = {"weight": weight, "kept": filtered.kept, "shards": shards,
+                          "keep_lists": filtered.settings_hash, "captions": captions}
     return inputs
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pipelines import storage
 from pipelines.completion import CompletionLog, settings_hash
 from pipelines.layout import RunLayout
+from pipelines.outputs import checkpoint, stage_manifest
 from pipelines.train.schedule import TrainOptions, TrainStage, milestone_name
 
 
@@ -43,16 +44,15 @@ def stage_settings(layout: RunLayout, options: TrainOptions, stage: TrainStage, 
     Raises:
         ValueError: the stage's shards or its start checkpoint are not there yet.
     """
-    data = CompletionLog(layout.stages()).read(stage.name)
+    data = stage_manifest(layout, stage.name)
     if data is None:
         raise ValueError(f"train {stage.name}: the stage's shards are not built yet")
-    parent, name = start.rsplit("/", 1)
-    began = CompletionLog(parent).read(name)
-    if began is None:
+    began = checkpoint(start)
+    if began.record is None:
         raise ValueError(f"train {stage.name}: start checkpoint {start} is not complete")
     return {"stage": stage.model_dump(mode="json", exclude=set(NOT_WEIGHTS)),
             "seed": options.seed, "workers": options.workers, "use_gpu": use_gpu,
-            "data": data["settings_hash"], "start": began["settings_hash"]}  # fmt: skip
+            "data": data.settings_hash, "start": began.settings_hash}  # fmt: skip
 
 
 def stage_record_settings(settings: dict, stage: TrainStage) -> dict:
@@ -117,9 +117,7 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
     stages = CompletionLog(layout.checkpoints())
     if stages.is_complete(stage.name, record):
         return stages.read(stage.name)["covered"]
-    manifest = CompletionLog(layout.stages()).read(stage.name)["covered"]
-    shards = [storage.join(layout.stages(stage.name), f"{s['name']}.tar")
-              for s in manifest["shards"]]  # fmt: skip
+    shards = stage_manifest(layout, stage.name).shard_urls
     if len(shards) < options.workers:
         raise ValueError(f"train {stage.name}: {len(shards)} stage shards for {options.workers} "
                          "workers (each reads whole shards): lower the stage's samples_per_shard "
