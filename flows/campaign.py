@@ -1,7 +1,7 @@
 """The campaign as Prefect flows: one flow per step command (ingest, recaption, stages, model,
 train, evaluate) and `evip-campaign`, which runs them all in order. Each runs a Prefect task per
-step of `flows/steps.py` (per source where the step runs per source) and publishes the step's
-report as an artifact.
+step of the step table (`flows/steps/`; per source where the step runs per source) through the
+one driver (`flows.steps.run_steps`) and publishes the step's report as an artifact.
 
 Trigger them from the Prefect UI (`evip serve` registers one deployment per flow, whose
 parameter form is the run config) or run the campaign once (`evip run`, on Prefect's local
@@ -13,7 +13,6 @@ killed run stopped.
 
 # No `from __future__ import annotations` here: Prefect builds the parameter schema (the UI form)
 # from the flow's annotations at runtime, so they must be real classes, not strings.
-import contextlib
 import re
 
 from prefect import flow, task
@@ -22,12 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.commands import COMMANDS
 from flows.config import RunConfig, load_run_config
-from flows.ingest import served_synthetic_web
-from flows.steps import retryable, run_step, runnable, step_markdown, step_sources
-from pipelines.ingest import validate_sources
-
-RUNNABLE = {step.name: step for step in runnable()}
-"""The steps that run, by name, in campaign order (a Prefect task names its step)."""
+from flows.steps import retryable, run_step, run_steps, runnable, step_markdown
 
 
 def _publish(markdown: str, step: str, source_name: str) -> None:
@@ -66,7 +60,7 @@ def worth_retrying(task, task_run, state) -> bool:
 def step_task(step_name: str, config: RunConfig, source_name: str, upstream: list):
     """One step of the campaign, for one source or (source_name "run") the whole run; a
     transient failure is retried with back-off, and a retry skips the step's complete units."""
-    step = RUNNABLE[step_name]
+    step = next(s for s in runnable() if s.name == step_name)
     report = run_step(step, config, None if source_name == "run" else source_name, upstream)
     for source, markdown in step_markdown(step, report, config):
         _publish(markdown, "ingest" if step.command == "ingest" else step_name, source)
@@ -83,24 +77,20 @@ def resolve_config(config: RunConfig | None, config_path: str | None,
     return load_run_config(config, overrides) if overrides else config
 
 
+def flow_steps(commands: list[str]) -> list:
+    """The steps a flow of `commands` runs, in campaign order (read from the step table when
+    the flow runs)."""
+    return [step for step in runnable() if step.command in commands]
+
+
+def _as_task(step, config: RunConfig, source: str | None, upstream: list):
+    return step_task(step.name, config, source or "run", upstream)
+
+
 def run_commands(config: RunConfig, commands: list[str]) -> dict:
     """Every step of `commands`, in campaign order, each as a Prefect task."""
-    steps = [step for step in RUNNABLE.values() if step.command in commands]
-    results, upstream = {}, []
-    with contextlib.ExitStack() as web:
-        if any(step.needs_web for step in steps):
-            web.enter_context(served_synthetic_web(config))
-            validate_sources(config.sources)
-        for step in steps:
-            if not step.needs_web:
-                web.close()  # downloads are done: stop serving the synthetic web
-            if step.per_source:
-                report = [step_task(step.name, config, s, upstream)
-                          for s in step_sources(step, config)]  # fmt: skip
-            else:
-                report = step_task(step.name, config, "run", upstream)
-            results[step.name] = report
-            upstream = report if isinstance(report, list) else [report]
+    steps = flow_steps(commands)
+    results = run_steps(config, steps, run=_as_task, after=None)  # tasks publish the reports
     write_report(config, steps, results)
     return results
 
@@ -112,7 +102,7 @@ def write_report(config: RunConfig, steps: list, results: dict) -> str:
 
     parts = [markdown for step in steps
              for _, markdown in step_markdown(step, results[step.name], config)]  # fmt: skip
-    name = "campaign" if len(steps) == len(RUNNABLE) else "-".join(
+    name = "campaign" if len(steps) == len(runnable()) else "-".join(
         dict.fromkeys(step.command for step in steps))
     url = RunLayout(config.run_root).report(f"{name}.md")
     storage.write_bytes(("\n\n".join(parts) + "\n").encode(), url)

@@ -1,5 +1,5 @@
 """The step commands, said once: what each does, in campaign order. The CLI's help and the Prefect
-flows' descriptions read it; the step table (`flows/steps.py`) names each step's command (a test
+flows' descriptions read it; the step table (`flows/steps/`) names each step's command (a test
 holds the two in step). Kept free of imports so `evip --help` stays fast."""
 
 COMMANDS = {

@@ -1,12 +1,13 @@
 """`evip status`: per step and source, units complete / total, settings match, last error.
 
-Reads only the step table (`flows/steps.py`) and the completion records; never runs anything.
+Reads only the step table (`flows/steps/`) and the completion records; never runs anything.
 """
 
 from __future__ import annotations
 
+from flows import steps as step_table
 from flows.config import RunConfig
-from flows.steps import STEPS, Step, step_folder, step_sources
+from flows.steps import Step
 from pipelines.completion import CompletionLog, changed_keys, settings_hash
 from pipelines.layout import RunLayout
 from pipelines.markdown import table
@@ -14,7 +15,7 @@ from pipelines.markdown import table
 
 def step_status(step: Step, config: RunConfig, layout: RunLayout, source: str | None) -> dict:
     """How far one step is for one source (or the run)."""
-    log = CompletionLog(step_folder(step, config, layout, source))
+    log = CompletionLog(step.records_folder(config, layout, source))
     records, units = log.records(), step.units(config, layout, source)
     complete, stale, changed = 0, 0, set()
     shared = None if step.settings_per_unit else step.settings(config, layout, source, None)
@@ -38,7 +39,7 @@ def step_status(step: Step, config: RunConfig, layout: RunLayout, source: str | 
 def run_status(config: RunConfig) -> list[dict]:
     layout = RunLayout(config.run_root)
     return [step_status(step, config, layout, source)
-            for step in STEPS for source in step_sources(step, config)]  # fmt: skip
+            for step in step_table.STEPS for source in step.sources(config)]  # fmt: skip
 
 
 def _state(row: dict) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,12 @@ ROOT = Path(__file__).parents[2]
 STEP = {s.name: s for s in STEPS}
 
 
+def _ran(step, run):
+    """`step` with another `run`: a subclass of its class, as a new step would be written."""
+    return type(f"Tried{type(step).__name__}", (type(step),),
+                {"run": lambda self, config, source, upstream: run(config, source, upstream)})()
+
+
 def _raise(error: Exception):
     def run(config, source, upstream):
         raise error
@@ -30,15 +35,14 @@ def test_model_and_train_keep_their_own_last_error(tmp_path):
     error, and `evip status` shows each error on its own row."""
     config = RunConfig(run_root=str(tmp_path / "run"))
     with pytest.raises(RuntimeError, match="training broke"):
-        run_step(replace(STEP["train"], run=_raise(RuntimeError("training broke"))), config,
-                 None, [])  # fmt: skip
-    run_step(replace(STEP["model"], run=lambda config, source, upstream: {}), config, None, [])
+        run_step(_ran(STEP["train"], _raise(RuntimeError("training broke"))), config, None, [])
+    run_step(_ran(STEP["model"], lambda config, source, upstream: {}), config, None, [])
     rows = {row["step"]: row for row in run_status(config)}
     assert rows["train"]["error"]["error"].strip().endswith("RuntimeError: training broke")
     assert rows["model"]["error"] is None
 
     with pytest.raises(ValueError):
-        run_step(replace(STEP["model"], run=_raise(ValueError("no LLM"))), config, None, [])
+        run_step(_ran(STEP["model"], _raise(ValueError("no LLM"))), config, None, [])
     rows = {row["step"]: row for row in run_status(config)}
     assert rows["model"]["error"]["error"].strip().endswith("ValueError: no LLM")
     assert rows["train"]["error"]["error"].strip().endswith("RuntimeError: training broke")

@@ -1,0 +1,65 @@
+"""The evaluate command's step: every checkpoint of the campaign against the held-out probe."""
+
+from __future__ import annotations
+
+from flows.steps.base import Step
+from pipelines.layout import RunLayout
+from pipelines.markdown import table
+
+
+def probe_url(config, layout) -> str | None:
+    """The held-out probe: `evaluate.probe`, or the one a source of the run provides (the demo's
+    synthetic web draws one)."""
+    from flows.demo import demo_probe
+
+    return config.evaluate.probe if config.evaluate.probe is not None else demo_probe(config,
+                                                                                      layout)
+
+
+class Evaluate(Step):
+    name, command = "evaluate", "evaluate"
+    doc = ("held-out loss, caption/grounding accuracy and text perplexity of every checkpoint "
+           "(Ray tasks)")  # fmt: skip
+    settings_per_unit = True
+
+    def folder(self, config, layout, source):
+        return layout.path("reports", "eval")
+
+    def units(self, config, layout, source):
+        from pipelines.evaluate.campaign import campaign_checkpoints
+
+        return [c["name"] for c in campaign_checkpoints(layout, config.train)]
+
+    def settings(self, config, layout, source, unit):
+        from pipelines.evaluate.campaign import campaign_checkpoints
+        from pipelines.evaluate.job import evaluation_settings
+
+        point = next(c for c in campaign_checkpoints(layout, config.train) if c["name"] == unit)
+        probe = probe_url(config, layout)
+        return None if probe is None else evaluation_settings(point["weights"], probe,
+                                                              config.evaluate)  # fmt: skip
+
+    def run(self, config, source, upstream):
+        from pipelines.evaluate.campaign import evaluate_campaign
+        from pipelines.ray_runtime import ensure_ray
+
+        layout = RunLayout(config.run_root)
+        probe = probe_url(config, layout)
+        if probe is None:
+            return {"source": "run", "skipped": "no evaluate.probe configured"}
+        ensure_ray(config.ray)
+        return {"source": "run", **evaluate_campaign(layout, config.train, probe,
+                                                     config.evaluate)}  # fmt: skip
+
+    def report(self, report, config):
+        from pipelines.evaluate.campaign import accuracy_line
+
+        if "skipped" in report:
+            return f"## evaluate\n\nskipped: {report['skipped']}"
+        stages = config.train.stages
+        samples = report["figures"][stages[-1].name]["samples"] if stages else []
+        rows = table(["generated caption", "true description"],
+                     [[s["caption"], s["truth"]] for s in samples])  # fmt: skip
+        return (f"## evaluate\n\n{report['table']}\n\nchance caption accuracy: "
+                f"{report['chance']:.3f}\n\n![quality against data seen]({report['figure']})\n\n"
+                f"captions of the last stage:\n\n" + rows + "\n\n" + accuracy_line(report))
