@@ -27,7 +27,7 @@ def teacher_path(config: RunConfig) -> str:
     web = config.synthetic_web
     if teacher.tiny.train_steps and web is not None:
         from pipelines.synthetic.student import demo_tokenizer
-        from pipelines.synthetic.teacher import train_demo_teacher
+        from recaption.demo_teacher import train_demo_teacher
 
         settings["trained_on"] = {"web_seed": web.seed, "images": web.num_images}
 

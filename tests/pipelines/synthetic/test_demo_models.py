@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from model.options import TinyLLMOptions
 from pipelines.synthetic.scenes import make_scene
 from pipelines.synthetic.student import pretrain_student
-from pipelines.synthetic.teacher import train_demo_teacher
+from recaption.demo_teacher import train_demo_teacher
 from recaption.options import TeacherOptions
 from recaption.teacher import TeacherInputs, TransformersTeacher
 
