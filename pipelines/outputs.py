@@ -4,6 +4,7 @@ completion record (`covered`) or spells another step's paths (docs/spine.md).
 | reader | step that writes it | what |
 | --- | --- | --- |
 | `kept_shards` | filter | a source's keep-lists and how many samples each keeps |
+| `caption_shards` | recaption | a source's captioned shards and the settings of each |
 | `stage_manifest` | stages | a stage's shard URLs, max patches and settings hash |
 | `checkpoint` | model, train | a checkpoint folder and its completion record |
 | `training_logs` | train | a stage's log folder and its `metrics.jsonl` |
@@ -59,6 +60,12 @@ def kept_shards_in(folder: str) -> KeptShards | None:
         return None
     return KeptShards(folder, record["settings_hash"],
                       dict(record["covered"].get("kept_per_shard", {})))  # fmt: skip
+
+
+def caption_shards(layout: RunLayout, teacher: str, source: str) -> dict[str, str]:
+    """{shard name: settings hash} of the source's caption shards recorded complete."""
+    records = CompletionLog(layout.captions(teacher, source)).records()
+    return {name: record["settings_hash"] for name, record in records.items()}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pipelines import storage
 from pipelines.completion import CompletionLog, settings_hash
 from pipelines.dedup import split
 from pipelines.layout import RunLayout, shard_name
-from pipelines.outputs import kept_shards
+from pipelines.outputs import caption_shards, kept_shards
 from pipelines.records import iter_tar
 from pipelines.scheduler import run_bounded
 from pipelines.shuffle import read_part, write_parts
@@ -177,13 +177,12 @@ def stage_inputs(layout: RunLayout, spec: StageSpec, sources: list[str],
         shards = filtered.shards
         captions = None
         if teacher is not None:
-            records = CompletionLog(layout.captions(teacher, source)).records()
-            missing = [s for s in shards if shard_name(s) not in records]
+            captioned = caption_shards(layout, teacher, source)
+            missing = [s for s in shards if shard_name(s) not in captioned]
             if missing:
                 raise ValueError(f"stage {spec.name}: {source!r} lacks captions for shards "
                                  f"{missing[:5]} (run recaption first)")  # fmt: skip
-            captions = settings_hash(sorted(records[shard_name(s)]["settings_hash"]
-                                            for s in shards))  # fmt: skip
+            captions = settings_hash(sorted(captioned[shard_name(s)] for s in shards))
         inputs[source] = {"weight": weight, "kept": filtered.kept, "shards": shards,
                           "keep_lists": filtered.settings_hash, "captions": captions}
     return inputs
