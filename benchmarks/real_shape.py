@@ -6,8 +6,8 @@ medians of interleaved rounds (`benchmarks.timing`). Memory is the peak resident
 adds above what its process holds before the measured call (parameters, inputs, gradients
 pre-allocated), each variant in a fresh process after one call at 256 tokens has set up the
 libraries, so no variant hides another (CPU torch keeps no allocator statistics, and the
-profiler's memory events miss backward; large tensors are mmapped and returned on free, so the
-resident set follows them).
+profiler's memory events miss backward); glibc's mmap threshold is fixed at 64 kB there, so
+tensors are mapped and unmapped on their own and the resident set follows the live ones.
 
 Last lines (goals in the issue):
 - `attention_packed_vs_causal`: fwd+bwd of the attention over a 4,096-token pack of 8 samples
@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
+import os
 import resource
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
@@ -111,7 +114,8 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _measure(builder: str, args: tuple, queue) -> None:
+def measure_here(builder: str, *args) -> float:
+    """Peak RSS (MB) the call adds in this process, after a warm-up call at 256 tokens."""
     torch.set_num_threads(2)
     warm = globals()[builder](256, *args[1:])  # libraries' one-time set-up, at a tiny size
     warm()
@@ -120,20 +124,21 @@ def _measure(builder: str, args: tuple, queue) -> None:
     run = globals()[builder](*args)
     before = _rss_mb()
     run()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put(peak - before)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
 
 
 def added_memory_mb(builder: str, *args) -> float:
-    """Peak RSS a variant's call adds, measured in a fresh process."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_measure, args=(builder, args, queue))
-    process.start()
-    process.join()
-    if process.exitcode != 0:
-        raise RuntimeError(f"{builder}{args}: the measuring process exited {process.exitcode}")
-    return queue.get(timeout=10)
+    """Peak RSS a variant's call adds, measured in a fresh Python process."""
+    code = f"from benchmarks.real_shape import measure_here; print(measure_here({builder!r}, " \
+           f"*{args!r}))"  # fmt: skip
+    # A fixed mmap threshold: every tensor over 64 kB is mapped and unmapped on its own, so the
+    # resident set follows live tensors (glibc's adaptive threshold would keep freed ones in heaps).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"{builder}{args}: the measuring process failed:\n{done.stderr[-2000:]}")
+    return float(done.stdout.split()[-1])
 
 
 def mmoe_layers(tokens: int):
