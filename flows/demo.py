@@ -1,18 +1,38 @@
 """The demo as a source of inputs, not a branch of the steps: what a run with a synthetic web
 makes for its steps, outside them.
 
-The web's source files are written when it is first served (`flows.ingest.served_synthetic_web`,
-while the steps that need the web run); before `stages`, the S2 instruction data made from the
+The web is served while the steps that need it run (`served_synthetic_web`), its source files
+written when it is first served; before `stages`, the S2 instruction data made from the
 web's ground truth; before `evaluate`, the held-out probe. The driver (`flows.steps.run_steps`)
 calls `prepare_demo` before each step; a rerun finds each made.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 from flows.config import RunConfig
 from pipelines import storage
 from pipelines.layout import RunLayout
 from pipelines.outputs import kept_shards
+from pipelines.synthetic.catalog import write_source_files
+from pipelines.synthetic.server import SyntheticWeb
+
+
+@contextlib.contextmanager
+def served_synthetic_web(config: RunConfig):
+    """Serves the run's synthetic web (if any) and writes its source files once."""
+    web_options = config.synthetic_web
+    if web_options is None:
+        yield None
+        return
+    web = SyntheticWeb(seed=web_options.seed, slow_seconds=web_options.slow_seconds,
+                       port=web_options.port)  # fmt: skip
+    with web:
+        folder = RunLayout(config.run_root).source_files(web_options.source_name)
+        if not storage.glob(storage.join(folder, "*.parquet")):
+            write_source_files(web, web_options, folder)
+        yield web
 
 
 def written_by_the_demo(config: RunConfig, source: str) -> bool:

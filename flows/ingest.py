@@ -1,37 +1,16 @@
-"""The ingest part of a run: serve the synthetic web when configured, download every source, then
-filter and deduplicate them together."""
+"""The ingest part of a run: download every source, then filter and deduplicate them together
+(the demo's synthetic web is served around it by the driver, `flows/demo.py`)."""
 
 from __future__ import annotations
 
-import contextlib
-
 from flows.config import RunConfig
 from flows.report import ingest_figure
-from pipelines import storage
 from pipelines.download_report import summary_table
 from pipelines.filter import summary_table as filter_summary_table
 from pipelines.filter_job import filter_sources
 from pipelines.ingest import download_source
 from pipelines.layout import RunLayout
 from pipelines.ray_runtime import ensure_ray
-from pipelines.synthetic.catalog import write_source_files
-from pipelines.synthetic.server import SyntheticWeb
-
-
-@contextlib.contextmanager
-def served_synthetic_web(config: RunConfig):
-    """Serves the run's synthetic web (if any) and writes its source files once."""
-    web_options = config.synthetic_web
-    if web_options is None:
-        yield None
-        return
-    web = SyntheticWeb(seed=web_options.seed, slow_seconds=web_options.slow_seconds,
-                       port=web_options.port)  # fmt: skip
-    with web:
-        folder = RunLayout(config.run_root).source_files(web_options.source_name)
-        if not storage.glob(storage.join(folder, "*.parquet")):
-            write_source_files(web, web_options, folder)
-        yield web
 
 
 def ingest_markdown(report: dict) -> str:

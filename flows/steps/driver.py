@@ -32,8 +32,7 @@ def run_steps(config: RunConfig, steps: list[Step], run: Callable = run_step,
     Returns:
         {step name: its report, or its reports per source}.
     """
-    from flows.demo import prepare_demo
-    from flows.ingest import served_synthetic_web
+    from flows.demo import prepare_demo, served_synthetic_web
     from pipelines.ingest import validate_sources
 
     results, upstream = {}, []

@@ -12,8 +12,9 @@ def probe_url(config, layout) -> str | None:
     synthetic web draws one)."""
     from flows.demo import demo_probe
 
-    return config.evaluate.probe if config.evaluate.probe is not None else demo_probe(config,
-                                                                                      layout)
+    if config.evaluate.probe is not None:
+        return config.evaluate.probe
+    return demo_probe(config, layout)
 
 
 class Evaluate(Step):
