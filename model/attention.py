@@ -9,6 +9,8 @@ routed (Mono-InternVL-1.5's visual attention experts), through the same `Modalit
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from torch import nn
 
@@ -32,23 +34,62 @@ class MonoInternVLRMSNorm(nn.Module):
         return self.weight * x32.to(dtype)
 
 
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
+"""RoPE scalings of the LLMs people start from: InternLM2's dynamic NTK, Llama-3's, linear."""
+
+
+def rope_scaling_errors(scaling: dict | None) -> list[str]:
+    """What is wrong with a `rope_scaling` dict (transformers' `rope_parameters` form)."""
+    if not scaling:
+        return []
+    rope_type = scaling.get("rope_type", "default")
+    if rope_type not in ROPE_TYPES:
+        return [f"rope type {rope_type!r} is not supported; supported: {ROPE_TYPES}"]
+    needed = {"linear": ["factor"], "dynamic": ["factor"],
+              "llama3": ["factor", "low_freq_factor", "high_freq_factor",
+                         "original_max_position_embeddings"]}.get(rope_type, [])  # fmt: skip
+    return [f"rope type {rope_type!r} needs {key!r}" for key in needed if key not in scaling]
+
+
 class RotaryEmbedding(nn.Module):
-    """Default RoPE: cos/sin tables for given positions, rotate-half convention (HF layout).
+    """RoPE cos/sin tables for given positions, rotate-half convention (HF layout), with the
+    scalings of `ROPE_TYPES` computed by transformers' own `ROPE_INIT_FUNCTIONS` (same numbers as
+    the source LLM by construction).
 
     The frequencies are recomputed per call rather than kept in a buffer: they are a few dozen
     numbers, and a buffer would need re-initialising after meta-device loading or ZeRO-3 sharding.
+    Dynamic NTK scales by the longest position of the call (transformers' and InternLM2's rule).
     """
 
-    def __init__(self, head_dim: int, theta: float):
+    def __init__(self, head_dim: int, theta: float, scaling: dict | None = None,
+                 max_positions: int = 8192):  # fmt: skip
         super().__init__()
-        self.head_dim, self.theta = head_dim, theta
+        errors = rope_scaling_errors(scaling)
+        if errors:
+            raise ValueError("; ".join(errors))
+        self.head_dim, self.theta, self.max_positions = head_dim, theta, max_positions
+        self.scaling = dict(scaling or {})
+        self.rope_type = self.scaling.get("rope_type", "default")
+
+    def inv_freq(self, seq_len: int, device) -> torch.Tensor:
+        if self.rope_type == "default":
+            exponents = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device)
+            return 1.0 / (self.theta ** (exponents.float() / self.head_dim))
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        # The fields transformers' RoPE functions read; the parameters are already standard.
+        source = SimpleNamespace(
+            rope_parameters={**self.scaling, "rope_theta": self.theta}, head_dim=self.head_dim,
+            hidden_size=self.head_dim, num_attention_heads=1,
+            max_position_embeddings=self.max_positions,
+            standardize_rope_params=lambda: None)  # fmt: skip
+        inv_freq, _ = ROPE_INIT_FUNCTIONS[self.rope_type](source, device, seq_len=seq_len)
+        return inv_freq.float()
 
     @torch.no_grad()
     def forward(self, position_ids_BS: torch.Tensor, dtype: torch.dtype):
-        exponents = torch.arange(
-            0, self.head_dim, 2, dtype=torch.int64, device=position_ids_BS.device
-        )
-        inv_freq = 1.0 / (self.theta ** (exponents.float() / self.head_dim))
+        seq_len = int(position_ids_BS.max()) + 1 if self.rope_type == "dynamic" else None
+        inv_freq = self.inv_freq(seq_len, position_ids_BS.device)
         freqs = position_ids_BS[..., None].float() * inv_freq
         emb_BSd = torch.cat((freqs, freqs), dim=-1)
         return emb_BSd.cos().to(dtype), emb_BSd.sin().to(dtype)

@@ -29,6 +29,8 @@ class MonoInternVLConfig(PreTrainedConfig):
     hidden_act: str = "silu"
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
+    rope_scaling: dict | None = None
+    """None (default RoPE) or {"rope_type": linear|dynamic|llama3, "factor": ..., ...}."""
     max_position_embeddings: int = 8192
     attention_bias: bool = False
     attention_out_bias: bool = False
@@ -91,7 +93,11 @@ class MonoInternVLConfig(PreTrainedConfig):
             )
         if self.head_dim % 2:
             raise ValueError(f"head_dim ({self.head_dim}) must be even for rotary embeddings")
+        from model.attention import rope_scaling_errors
         from model.packed_attention import BACKENDS
+
+        if rope_scaling_errors(self.rope_scaling):
+            raise ValueError("rope_scaling: " + "; ".join(rope_scaling_errors(self.rope_scaling)))
 
         if self.packed_attention not in BACKENDS:
             raise ValueError(

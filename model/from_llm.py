@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
+from model.attention import rope_scaling_errors
 from model.chat import add_special_tokens
 from model.configuration import MonoInternVLConfig
 from model.internlm2_layout import from_internlm2
@@ -24,12 +25,17 @@ LLAMA_FAMILY = ("llama", "qwen2", "mistral")
 SUPPORTED = (*LLAMA_FAMILY, "internlm2")
 
 
-def _rope_theta(cfg: dict) -> float:
-    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise ValueError(f"rope type {rope_type!r} is not supported (only default RoPE)")
-    return float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+def _rope(cfg: dict) -> tuple[float, dict | None]:
+    """(theta, scaling) of a config.json dict: transformers' `rope_parameters` (v5), or the older
+    `rope_scaling` + `rope_theta` (InternLM2's remote code: `{"type": "dynamic", "factor": 2}`)."""
+    rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    rope_type = rope.pop("rope_type", rope.pop("type", "default"))
+    theta = float(rope.pop("rope_theta", cfg.get("rope_theta", 10000.0)))
+    scaling = None if rope_type == "default" else {"rope_type": rope_type, **rope}
+    errors = rope_scaling_errors(scaling)
+    if errors:
+        raise ValueError("; ".join(errors))
+    return theta, scaling
 
 
 def llm_shape(cfg: dict) -> dict:
@@ -50,7 +56,8 @@ def llm_shape(cfg: dict) -> dict:
         head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
         hidden_act=cfg.get("hidden_act", "silu"),
         rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
-        rope_theta=_rope_theta(cfg),
+        rope_theta=_rope(cfg)[0],
+        rope_scaling=_rope(cfg)[1],
         max_position_embeddings=cfg.get("max_position_embeddings", 4096),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         bos_token_id=cfg.get("bos_token_id"),

@@ -135,7 +135,8 @@ class MonoInternVLModel(MonoInternVLPreTrainedModel):
             MonoInternVLDecoderLayer(config, i) for i in range(config.num_hidden_layers)
         )
         self.norm = MonoInternVLRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
+        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling,
+                                      config.max_position_embeddings)
         self.gradient_checkpointing = False
         self.post_init()
 

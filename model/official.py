@@ -104,6 +104,7 @@ def to_official_config(config: MonoInternVLConfig) -> dict:
             "hidden_act": config.hidden_act,
             "rms_norm_eps": config.rms_norm_eps,
             "rope_theta": config.rope_theta,
+            "rope_scaling": _internlm2_rope_scaling(config.rope_scaling),
             "max_position_embeddings": config.max_position_embeddings,
             "bias": config.attention_bias,
             "tie_word_embeddings": False,
@@ -112,6 +113,28 @@ def to_official_config(config: MonoInternVLConfig) -> dict:
             "pad_token_id": config.pad_token_id,
         },
     }
+
+
+def official_layout_fits(config: MonoInternVLConfig) -> bool:
+    """Whether the official (InternLM2-based) layout can hold this model: no attention experts,
+    and RoPE that InternLM2's code knows (default, dynamic NTK, linear)."""
+    rope_type = (config.rope_scaling or {}).get("rope_type", "default")
+    return not config.visual_attention_experts and rope_type in ("default", "dynamic", "linear")
+
+
+def _internlm2_rope_scaling(scaling: dict | None) -> dict | None:
+    """InternLM2's remote code reads `{"type": "dynamic"|"linear", "factor": f}`."""
+    if not scaling:
+        return None
+    if scaling["rope_type"] not in ("dynamic", "linear"):
+        raise ValueError(f"the official InternLM2 layout has no {scaling['rope_type']!r} RoPE")
+    return {"type": scaling["rope_type"], "factor": scaling["factor"]}
+
+
+def _rope_scaling_from_internlm2(scaling: dict | None) -> dict | None:
+    if not scaling:
+        return None
+    return {"rope_type": scaling.get("type", scaling.get("rope_type")), "factor": scaling["factor"]}
 
 
 def from_official_config(official: dict) -> MonoInternVLConfig:
@@ -127,6 +150,7 @@ def from_official_config(official: dict) -> MonoInternVLConfig:
         hidden_act=llm.get("hidden_act", "silu"),
         rms_norm_eps=llm.get("rms_norm_eps", 1e-6),
         rope_theta=float(llm.get("rope_theta", 10000.0)),
+        rope_scaling=_rope_scaling_from_internlm2(llm.get("rope_scaling")),
         max_position_embeddings=llm.get("max_position_embeddings", 8192),
         attention_bias=bool(llm.get("bias", False)),
         attention_out_bias=bool(llm.get("bias", False)),

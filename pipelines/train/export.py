@@ -13,12 +13,12 @@ def export_weights(engine, tokenizer, processor, rank: int, parent: str, name: s
     """The engine's weights as a Hugging Face folder `parent/name`, recorded as complete.
 
     Every rank calls it: under ZeRO-3 the parameters are gathered from all ranks first; rank 0
-    writes. A model without attention experts is also written in the official Mono-InternVL
-    layout (`official/`), which the released code loads.
+    writes. A model the official Mono-InternVL layout can hold (`official_layout_fits`) is also
+    written in it (`official/`), which the released code loads.
     """
     import deepspeed
 
-    from model.official import save_official
+    from model.official import official_layout_fits, save_official
     from pipelines.model_folders import model_folder
 
     model = engine.module
@@ -38,7 +38,7 @@ def export_weights(engine, tokenizer, processor, rank: int, parent: str, name: s
                 model.config.packed_attention = backend
             tokenizer.save_pretrained(local)
             processor.save_pretrained(local)
-            if not model.config.visual_attention_experts:
+            if official_layout_fits(model.config):
                 save_official(model, local / "official")
 
         model_folder(parent, name, settings, save, Path(tempfile.mkdtemp()) / name)

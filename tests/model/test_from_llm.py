@@ -130,3 +130,57 @@ def test_bad_checkpoints_fail_clearly(tmp_path):
     )
     with pytest.raises(ValueError, match="yarn"):
         from_llm(tmp_path)
+
+
+ROPE_SCALINGS = {
+    "linear": {"rope_type": "linear", "factor": 4.0},
+    "dynamic": {"rope_type": "dynamic", "factor": 2.0},
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8},
+}  # fmt: skip
+
+
+def _scaled_llama(path, tokenizer, rope: dict | None):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), **TinyLLMOptions().shape(),
+                         max_position_embeddings=16,
+                         rope_parameters={"rope_theta": 10000.0, **(rope or {})})  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(path).eval()
+
+
+@pytest.mark.parametrize("rope", list(ROPE_SCALINGS))
+def test_scaled_rope_logits_equal_the_source_llm_beyond_its_context(tmp_path, tokenizer, rope):
+    """Positions up to 3x the original context: the scaling, not default RoPE, is what runs."""
+    original = _scaled_llama(tmp_path / "scaled", tokenizer, ROPE_SCALINGS[rope])
+    plain = _scaled_llama(tmp_path / "plain", tokenizer, None)
+    model, _ = from_llm(tmp_path / "scaled", vision=VISION, tokenizer=tokenizer)
+    assert model.config.rope_scaling["rope_type"] == rope
+    ids = torch.randint(0, original.config.vocab_size, (2, 48))
+    logits = model(input_ids=ids).logits
+    torch.testing.assert_close(logits, original(ids).logits, rtol=0, atol=1e-5)
+    assert not torch.allclose(logits, plain(ids).logits, atol=1e-3)
+
+
+def test_internlm2_dynamic_ntk_rope_equals_the_transformers_implementation(tmp_path, tokenizer):
+    """InternLM2's config says `rope_scaling: {type: dynamic, factor: 2}` (its remote code); the
+    transformers Llama with the same dynamic NTK scaling is the reference."""
+    original = _scaled_llama(tmp_path / "llama", tokenizer, ROPE_SCALINGS["dynamic"])
+    cfg = original.config
+    state = {k: v for k, v in original.state_dict().items()}
+    save_file(to_internlm2(state, cfg.num_key_value_heads, cfg.head_dim),
+              tmp_path / "model.safetensors")  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "internlm2", "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size, "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": cfg.num_key_value_heads, "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": 10000.0, "max_position_embeddings": 16, "bias": False,
+        "rope_scaling": {"type": "dynamic", "factor": 2.0}}))  # fmt: skip
+    model, _ = from_llm(tmp_path, vision=VISION, tokenizer=tokenizer)
+    ids = torch.randint(0, cfg.vocab_size, (1, 40))
+    torch.testing.assert_close(model(input_ids=ids).logits, original(ids).logits, rtol=0,
+                               atol=1e-5)  # fmt: skip
