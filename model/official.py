@@ -85,8 +85,11 @@ def to_official_config(config: MonoInternVLConfig) -> dict:
         "img_context_token_id": config.image_token_id,
         "img_start_token_id": config.image_start_token_id,
         "img_end_token_id": config.image_end_token_id,
+        # The patch embedding has no layers to pick from: the official forward reads its output.
+        "select_layer": -1,
         "vision_config": {
             "architectures": ["InternVisionPatchModel"],
+            "model_type": "intern_vit_patch",
             "hidden_size": config.vision_hidden_size,
             "image_size": config.tile_size,
             "patch_size": config.patch_size,

@@ -7,12 +7,19 @@ A meta JSON names datasets: `{name: {"root": image folder, "annotation": LLaVA-s
 row (integer part) and keeps each row once more with the fractional part's probability, drawn per
 row from the seed, so 0.5 keeps about half, deterministically, without reading the file twice.
 A malformed line is reported with file and line, counted, and skipped.
+
+As the official fine-tuning code reads it: every line of an annotation file is read (`length` is
+only a count, for sampling), an image row whose first human turn has no `<image>` gets
+`<image>\n` prepended, and every turn is stripped of surrounding white space. A relative `root`
+or `annotation` resolves against the meta file's folder when it exists there, else against the
+working directory (the official scripts' rule); the meta file's folder wins.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 from pipelines import storage
 from pipelines.stages.render import uniform
@@ -36,20 +43,38 @@ def read_meta(path: str) -> dict[str, dict]:
         missing = [k for k in ("annotation",) if k not in entry]
         if missing:
             raise MetaError(f"{path}: dataset {name!r} lacks {missing}")
-        annotation = entry["annotation"]
-        if not annotation.startswith("/") and "://" not in annotation:
-            annotation = storage.join(base, annotation)
+        annotation = _resolve(entry["annotation"], base)
         if not storage.exists(annotation):
             raise MetaError(f"{path}: dataset {name!r}: annotation {annotation} does not exist")
-        root = entry.get("root", "")
-        if root and not root.startswith("/") and "://" not in root:
-            root = storage.join(base, root)
+        root = _resolve(entry.get("root", ""), base)
         repeat = float(entry.get("repeat_time", 1.0))
         if repeat < 0:
             raise MetaError(f"{path}: dataset {name!r}: repeat_time must be >= 0")
         datasets[name] = {"root": root, "annotation": annotation, "repeat_time": repeat,
                           "length": entry.get("length")}  # fmt: skip
     return datasets
+
+
+def _resolve(path: str, base: str) -> str:
+    """A meta entry's path: absolute or a URL as is; relative, beside the meta file if there,
+    else from the working directory (where the official scripts look)."""
+    if not path or path.startswith("/") or "://" in path:
+        return path
+    beside = storage.join(base, path)
+    if storage.exists(beside) or not Path(path).exists():
+        return beside
+    return str(Path(path).resolve())
+
+
+def official_row(row: dict) -> dict:
+    """A row as the official code sees it: turns stripped, `<image>` in an image row's first
+    human turn (prepended when absent)."""
+    talk = [{**turn, "value": turn["value"].strip()} for turn in row["conversations"]]
+    if row.get("image"):
+        first = next((i for i, t in enumerate(talk) if t["from"] == "human"), None)
+        if first is not None and "<image>" not in talk[first]["value"]:
+            talk[first] = {**talk[first], "value": "<image>\n" + talk[first]["value"]}
+    return {**row, "conversations": talk}
 
 
 def line_count(url: str) -> int:
@@ -59,10 +84,10 @@ def line_count(url: str) -> int:
 
 
 def chunks(datasets: dict[str, dict]) -> list[tuple[str, int, int]]:
-    """(dataset, first line, end line) units of at most CHUNK_LINES lines."""
+    """(dataset, first line, end line) units of at most CHUNK_LINES lines, over every line."""
     units = []
     for name, entry in datasets.items():
-        length = entry["length"] or line_count(entry["annotation"])
+        length = line_count(entry["annotation"])  # `length` is a count for sampling only
         units += [(name, start, min(length, start + CHUNK_LINES))
                   for start in range(0, length, CHUNK_LINES)]  # fmt: skip
     return units
@@ -92,6 +117,7 @@ def read_rows(entry: dict, name: str, start: int, stop: int, seed: int):
                 talk = row["conversations"]
                 if not talk or not all({"from", "value"} <= set(t) for t in talk):
                     raise ValueError("conversations need from/value turns")
+                row = official_row(row)
                 image = None
                 if row.get("image"):
                     image_url = storage.join(entry["root"], row["image"]) if entry["root"] \

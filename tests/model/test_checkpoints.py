@@ -60,3 +60,24 @@ def test_official_layout_refuses_visual_attention_experts():
     model = tiny_model(visual_attention_experts=True)
     with pytest.raises(ValueError, match="visual attention experts"):
         to_official_state(model.state_dict(), model.config)
+
+
+def read_like_the_official_config(config: dict) -> dict:
+    """What the released `InternVLChatConfig` and `extract_feature` require of config.json, read
+    the way they read it (by key: a missing one fails there as it does here)."""
+    vision, llm = config["vision_config"], config["llm_config"]
+    assert vision["model_type"] in ("intern_vit_patch", "intern_vit_6b")
+    assert llm["architectures"][0] in ("LlamaForCausalLM", "InternLM2ForCausalLM",
+                                       "InternLM2VEForCausalLM", "Qwen2ForCausalLM")  # fmt: skip
+    # A patch model has no layers: any select_layer but -1 indexes hidden states it lacks.
+    assert vision["model_type"] != "intern_vit_patch" or config["select_layer"] == -1
+    return {"vision": vision["model_type"], "select_layer": config["select_layer"]}
+
+
+def test_official_config_is_complete_for_the_official_reader(tmp_path):
+    import json
+
+    save_official(tiny_model(), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert read_like_the_official_config(config) == {"vision": "intern_vit_patch",
+                                                     "select_layer": -1}  # fmt: skip

@@ -77,3 +77,26 @@ def test_s2_stage_from_a_meta_json(ray_local, tmp_path, capsys):
     talk = json.loads(with_image["json"])["conversations"]
     assert [t["value"] for t in talk if t["from"] == "gpt"] == ["blue", "yes"]
     assert build_stage(layout, spec, [], "internvl") == manifest  # unchanged: nothing to do
+
+
+def test_rows_read_as_the_official_code_reads_them(tmp_path, monkeypatch):
+    """Every line despite a short `length`; `<image>` prepended where an image row lacks it;
+    turns stripped; a relative root found from the working directory when not beside the meta."""
+    from pipelines.stages.instructions import chunks, read_rows
+
+    (tmp_path / "cwd" / "imgs").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "cwd" / "imgs" / "a.jpg")
+    (tmp_path / "meta").mkdir()
+    rows = [{"id": i, "image": "a.jpg", "conversations": [
+        {"from": "human", "value": "  what is it? "}, {"from": "gpt", "value": " a square \n"}]}
+        for i in range(5)]  # fmt: skip
+    (tmp_path / "meta" / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "meta" / "meta.json").write_text(json.dumps(
+        {"d": {"root": "imgs", "annotation": "a.jsonl", "length": 2}}))  # fmt: skip
+    monkeypatch.chdir(tmp_path / "cwd")
+    datasets = read_meta(str(tmp_path / "meta" / "meta.json"))
+    assert datasets["d"]["root"] == str(tmp_path / "cwd" / "imgs")
+    assert chunks(datasets) == [("d", 0, 5)]
+    read = [r for _, r, _, error in read_rows(datasets["d"], "d", 0, 5, seed=0) if not error]
+    assert len(read) == 5
+    assert [t["value"] for t in read[0]["conversations"]] == ["<image>\nwhat is it?", "a square"]
