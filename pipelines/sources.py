@@ -36,15 +36,31 @@ class ColumnMapping(FrozenOptions):
     """NSFW probability (higher is worse)."""
     watermark: str | None = None
     """Watermark probability (higher is worse)."""
+    unsafe_tag: str | None = None
+    """A string safety tag (LAION-400M's and LAION-2B-en's `NSFW`: UNLIKELY / UNSURE / NSFW)."""
+    optional: list[str] = []
+    """Fields above whose column a file may lack; its filter is then skipped for that file."""
 
 
+_LAION_META = dict(url="URL", caption="TEXT", width="WIDTH", height="HEIGHT",
+                   similarity="similarity", unsafe_tag="NSFW")  # fmt: skip
 PRESETS = {
-    "laion": ColumnMapping(url="URL", caption="TEXT", width="WIDTH", height="HEIGHT",
-                           similarity="similarity", unsafe="punsafe", watermark="pwatermark"),
-    "coyo": ColumnMapping(url="url", caption="text", width="width", height="height",
-                          similarity="clip_similarity_vitb32", unsafe="nsfw_score_opennsfw2",
-                          watermark="watermark_score"),
+    # laion2B-en's release parquet (and LAION-400M's, the same columns): SAMPLE_ID int64, URL,
+    # TEXT, HEIGHT, WIDTH, LICENSE, NSFW (a string tag), similarity float64.
+    "laion2b-en": ColumnMapping(**_LAION_META),
+    "laion400m": ColumnMapping(**_LAION_META),
+    # laion2B-en-joined adds the safety and watermark detectors' probabilities.
+    "laion2b-en-joined": ColumnMapping(**_LAION_META, unsafe="punsafe", watermark="pwatermark",
+                                       optional=["unsafe_tag"]),
+    # COYO-700M: id, url, text, width, height, clip_similarity_vitb32 / vitl14,
+    # nsfw_score_opennsfw2, nsfw_score_gantman, watermark_score, aesthetic_score_laion_v2, ...
+    "coyo700m": ColumnMapping(url="url", caption="text", width="width", height="height",
+                              similarity="clip_similarity_vitb32", unsafe="nsfw_score_opennsfw2",
+                              watermark="watermark_score"),
 }  # fmt: skip
+PRESETS["laion"] = PRESETS["laion2b-en-joined"].model_copy(update={"optional": []})
+"""`laion` and `coyo`: the names earlier configs use (LAION with punsafe / pwatermark, COYO)."""
+PRESETS["coyo"] = PRESETS["coyo700m"]
 
 
 class SourceOptions(FrozenOptions):
@@ -54,8 +70,9 @@ class SourceOptions(FrozenOptions):
     """Short name, used in output paths (raw/<name>/...)."""
     paths: list[str]
     """Parquet files (local paths or fsspec URLs); globs allowed."""
-    preset: Literal["laion", "coyo", "custom"] = "laion"
-    """Column layout; `custom` takes `columns`."""
+    preset: Literal["laion2b-en", "laion2b-en-joined", "laion400m", "coyo700m", "laion", "coyo",
+                    "custom"] = "laion"  # fmt: skip
+    """Column layout of a known release (see `PRESETS`); `custom` takes `columns`."""
     columns: ColumnMapping | None = None
     """Column mapping for `preset: custom` (or to override a preset)."""
     min_similarity: float | None = 0.28
@@ -64,6 +81,8 @@ class SourceOptions(FrozenOptions):
     """Drop rows whose NSFW score is above this."""
     max_watermark: float | None = 0.8
     """Drop rows whose watermark score is above this."""
+    drop_tags: list[str] = ["NSFW"]
+    """Drop rows whose string safety tag (`unsafe_tag`) is one of these (e.g. add "UNSURE")."""
     keep_columns: list[str] = []
     """Extra source columns carried to later steps (e.g. ground truth)."""
 
@@ -104,7 +123,8 @@ def validate_source(options: SourceOptions) -> list[str]:
     """Checks every file's schema and size up front; returns the file list."""
     files = source_files(options)
     mapping = options.mapping
-    needed = [c for c in mapping.model_dump().values() if c] + list(options.keep_columns)
+    needed = [column for field, column in _mapped(mapping) if field not in mapping.optional]
+    needed += list(options.keep_columns)
     for path in files:
         fs, local = url_to_fs(path)
         if not fs.exists(local):
@@ -126,16 +146,27 @@ def validate_source(options: SourceOptions) -> list[str]:
     return files
 
 
+def _mapped(mapping: ColumnMapping) -> list[tuple[str, str]]:
+    """(field, source column) of every mapped field."""
+    return [(f, c) for f, c in mapping.model_dump(exclude={"optional"}).items() if c]
+
+
 def _metadata_keep(table: pa.Table, options: SourceOptions) -> tuple[pa.Array, dict[str, int]]:
     mapping, keep = options.mapping, pa.array([True] * table.num_rows)
     dropped = {}
+    tag = mapping.unsafe_tag
+    if tag and options.drop_tags and tag in table.column_names:
+        ok = pc.invert(pc.fill_null(pc.is_in(table[tag].cast(pa.string()),
+                                             pa.array(options.drop_tags, pa.string())), False))
+        dropped["unsafe_tag"] = int(pc.sum(pc.invert(ok)).as_py() or 0)
+        keep = pc.and_(keep, ok)
     rules = [
         ("low_similarity", mapping.similarity, options.min_similarity, pc.greater_equal),
         ("unsafe", mapping.unsafe, options.max_unsafe, pc.less_equal),
         ("watermark", mapping.watermark, options.max_watermark, pc.less_equal),
     ]
     for reason, column, threshold, passes in rules:
-        if column is None or threshold is None:
+        if column is None or threshold is None or column not in table.column_names:
             continue
         ok = pc.fill_null(passes(table[column], threshold), False)
         dropped[reason] = int(pc.sum(pc.and_(keep, pc.invert(ok))).as_py() or 0)
@@ -180,9 +211,11 @@ def normalise(table: pa.Table, options: SourceOptions, source_file: str) -> tupl
 
 def read_source_file(options: SourceOptions, path: str) -> tuple[pa.Table, dict]:
     """Reads and normalises one source file (only the mapped and kept columns)."""
-    mapping = options.mapping
-    wanted = [c for c in mapping.model_dump().values() if c] + list(options.keep_columns)
+    wanted = [c for _, c in _mapped(options.mapping)] + list(options.keep_columns)
     fs, local = url_to_fs(path)
     with fs.open(local, "rb") as handle:
-        table = pq.read_table(handle, columns=list(dict.fromkeys(wanted)))
+        present = set(pq.ParquetFile(handle).schema_arrow.names)
+        wanted = [c for c in dict.fromkeys(wanted) if c in present]  # optional ones may be absent
+        handle.seek(0)
+        table = pq.read_table(handle, columns=wanted)
     return normalise(table, options, path)

@@ -92,3 +92,74 @@ def test_malformed_sources_fail_before_any_work(tmp_path):
             validate_source(options)
     with pytest.raises(SourceError, match="no file matches"):
         validate_source(SourceOptions(name="bad", paths=[str(tmp_path / "none-*.parquet")]))
+
+
+RELEASE_SCHEMAS = {
+    # The releases' own column names and types (their metadata parquet files).
+    "laion400m": pa.schema([("SAMPLE_ID", pa.int64()), ("URL", pa.string()),
+                            ("TEXT", pa.string()), ("HEIGHT", pa.int32()),
+                            ("WIDTH", pa.int32()), ("LICENSE", pa.string()),
+                            ("NSFW", pa.string()), ("similarity", pa.float64())]),
+    "laion2b-en-joined": pa.schema([("URL", pa.string()), ("TEXT", pa.string()),
+                                    ("WIDTH", pa.float64()), ("HEIGHT", pa.float64()),
+                                    ("similarity", pa.float64()), ("hash", pa.int64()),
+                                    ("punsafe", pa.float32()), ("pwatermark", pa.float32())]),
+    "coyo700m": pa.schema([("id", pa.int64()), ("url", pa.string()), ("text", pa.string()),
+                           ("width", pa.int32()), ("height", pa.int32()),
+                           ("image_phash", pa.string()), ("text_length", pa.int32()),
+                           ("word_count", pa.int32()), ("num_tokens_bert", pa.int32()),
+                           ("num_tokens_gpt", pa.int32()), ("num_faces", pa.int32()),
+                           ("clip_similarity_vitb32", pa.float32()),
+                           ("clip_similarity_vitl14", pa.float32()),
+                           ("nsfw_score_opennsfw2", pa.float32()),
+                           ("nsfw_score_gantman", pa.float32()),
+                           ("watermark_score", pa.float32()),
+                           ("aesthetic_score_laion_v2", pa.float32())]),
+}  # fmt: skip
+
+
+def _release_rows(schema: pa.Schema, rows: int = 8) -> pa.Table:
+    """Rows in a release's schema: row i is unsafe when i % 4 == 1, low-similarity when 2."""
+    columns = {}
+    for field in schema:
+        name, kind = field.name, field.type
+        if name in ("URL", "url"):
+            values = [f"http://127.0.0.1:9/{i}.jpg" for i in range(rows)]
+        elif name == "NSFW":
+            values = ["NSFW" if i % 4 == 1 else ("UNSURE" if i % 4 == 3 else "UNLIKELY")
+                      for i in range(rows)]  # fmt: skip
+        elif name in ("punsafe", "nsfw_score_opennsfw2"):
+            values = [0.9 if i % 4 == 1 else 0.1 for i in range(rows)]
+        elif name in ("similarity", "clip_similarity_vitb32"):
+            values = [0.1 if i % 4 == 2 else 0.35 for i in range(rows)]
+        elif pa.types.is_string(kind):
+            values = [f"{name} {i}" for i in range(rows)]
+        elif name.lower() in ("width", "height"):
+            values = [64 + i for i in range(rows)]
+        else:
+            values = [i % 3 * 0.1 if pa.types.is_floating(kind) else 64 + i for i in range(rows)]
+        columns[name] = pa.array(values, kind)
+    return pa.table(columns, schema=schema)
+
+
+@pytest.mark.parametrize("preset", list(RELEASE_SCHEMAS))
+def test_release_presets_read_their_exact_schemas(tmp_path, preset):
+    """LAION-400M's string NSFW tag, LAION-2B-en-joined's probabilities, COYO-700M's scores:
+    each file validates under its preset and its unsafe and low-similarity rows are dropped."""
+    pq.write_table(_release_rows(RELEASE_SCHEMAS[preset]), tmp_path / "part-0.parquet")
+    options = SourceOptions(name=preset, preset=preset, paths=[str(tmp_path / "*.parquet")])
+    validate_source(options)
+    table, dropped = read_source(options)
+    reason = "unsafe_tag" if preset == "laion400m" else "unsafe"
+    assert dropped == {reason: 2, "low_similarity": 2}
+    assert table.num_rows == 4 and table["width"].type == pa.int64()
+
+
+def test_a_laion400m_file_under_the_punsafe_preset_is_refused_naming_the_columns(tmp_path):
+    pq.write_table(_release_rows(RELEASE_SCHEMAS["laion400m"]), tmp_path / "part-0.parquet")
+    options = SourceOptions(name="l", preset="laion", paths=[str(tmp_path / "*.parquet")])
+    with pytest.raises(SourceError, match=r"lacks columns \['punsafe', 'pwatermark'\]"):
+        validate_source(options)
+    unsure = SourceOptions(name="l", preset="laion400m", drop_tags=["NSFW", "UNSURE"],
+                           paths=[str(tmp_path / "*.parquet")])  # fmt: skip
+    assert read_source(unsure)[1]["unsafe_tag"] == 4
