@@ -20,5 +20,6 @@ def build_model(options: ModelOptions, llm_path: str | Path):
         experts=options.experts,
         vision=options.vision,
         dtype=DTYPES[options.dtype],
+        trust_remote_code=options.trust_remote_code,
     )
     return model, tokenizer, MonoInternVLImageProcessor.from_model_config(model.config)

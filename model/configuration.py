@@ -57,6 +57,10 @@ class MonoInternVLConfig(PreTrainedConfig):
     visual_ffn_experts: bool = True
     visual_attention_experts: bool = False
 
+    # Whether the tokenizer saved beside the weights is remote code (`load_tokenizer`); not named
+    # trust_remote_code, which transformers' configs take as a loading argument and drop.
+    tokenizer_remote_code: bool = False
+
     # How packed samples attend (`model.packed_attention.BACKENDS`); `auto` picks by device.
     packed_attention: str = "auto"
 

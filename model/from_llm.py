@@ -124,12 +124,31 @@ def config_for(llm_cfg: dict, experts: ExpertOptions, vision: VisionOptions,
                               **more)
 
 
+def _llm_tokenizer(path: Path, trust_remote_code: bool):
+    """The LLM's tokenizer; one that is remote code fails with the option to set."""
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        if "trust_remote_code" not in str(error) or trust_remote_code:
+            raise
+        raise ValueError(f"{path}: its tokenizer is remote code; set model.trust_remote_code: "
+                         "true to run it") from error
+
+
+def load_tokenizer(folder: str | Path):
+    """The tokenizer saved beside a Mono-InternVL checkpoint, loaded as the model was built
+    (`tokenizer_remote_code`: InternLM2's tokenizer is remote code)."""
+    remote = json.loads((Path(folder) / "config.json").read_text()).get("tokenizer_remote_code")
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=bool(remote))
+
+
 def from_llm(
     path: str | Path,
     experts: ExpertOptions = ExpertOptions(),
     vision: VisionOptions = VisionOptions(),
     tokenizer=None,
     dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
 ):
     """Builds Mono-InternVL from a pretrained LLM directory.
 
@@ -140,6 +159,8 @@ def from_llm(
         tokenizer: the LLM's tokenizer; loaded from `path` when None. Missing image / grounding /
             chat tokens are added and the vocabulary grows to hold them.
         dtype: parameter dtype.
+        trust_remote_code: run the checkpoint's own tokenizer code (InternLM2's); recorded in the
+            model's config for every later load (`load_tokenizer`).
 
     Returns:
         (model, tokenizer), the model in eval mode with the special-token ids in its config.
@@ -151,7 +172,7 @@ def from_llm(
     model_type = llm_cfg.get("model_type")
     llm_shape(llm_cfg)  # an unsupported LLM fails here, before anything is loaded
     if tokenizer is None:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=model_type == "internlm2")
+        tokenizer = _llm_tokenizer(path, trust_remote_code)
     token_ids = add_special_tokens(tokenizer)
     config = config_for(llm_cfg, experts, vision)
     state = load_state_dict(path)
@@ -159,6 +180,7 @@ def from_llm(
         state = from_internlm2(
             state, config.num_attention_heads, config.num_key_value_heads, config.head_dim
         )
+    config.tokenizer_remote_code = trust_remote_code
     model = MonoInternVLForCausalLM(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     unexpected = [k for k in unexpected if "rotary" not in k]

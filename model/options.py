@@ -155,3 +155,6 @@ class ModelOptions(FrozenOptions):
     """Visual tokenizer and tiling."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Parameter dtype of the built model."""
+    trust_remote_code: bool = False
+    """Run the LLM's own tokenizer code (InternLM2's tokenizer is remote code). Recorded in the
+    built checkpoint, so training, evaluation and export load its tokenizer the same way."""

@@ -64,15 +64,14 @@ def truth_of(row: dict) -> dict:
 def evaluate_weights(weights: str, probe: str, options: EvalOptions) -> dict:
     """Every figure of the module docstring for the checkpoint folder `weights`, plus the first
     captions next to their truth (`samples`)."""
-    from transformers import AutoTokenizer
-
+    from model.from_llm import load_tokenizer
     from model.modeling import MonoInternVLForCausalLM
     from model.preprocessing import MonoInternVLImageProcessor
     from pipelines.model_folders import local_model_folder
 
     folder = local_model_folder(weights)
     model = MonoInternVLForCausalLM.from_pretrained(folder).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(folder)
     processor = MonoInternVLImageProcessor.from_pretrained(folder)
     rows, prose = load_probe(probe, options)
     images = [Image.open(io.BytesIO(r["image"])).convert("RGB") for r in rows]

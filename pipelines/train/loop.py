@@ -68,8 +68,8 @@ def _engine(start_url: str, stage, world: int, device: str):
         (engine, optimizer, tokenizer, processor)
     """
     import deepspeed
-    from transformers import AutoTokenizer
 
+    from model.from_llm import load_tokenizer
     from model.modeling import MonoInternVLForCausalLM
     from model.param_groups import set_trainable
     from model.preprocessing import MonoInternVLImageProcessor
@@ -78,7 +78,7 @@ def _engine(start_url: str, stage, world: int, device: str):
 
     start = local_model_folder(start_url)
     model = MonoInternVLForCausalLM.from_pretrained(start)
-    tokenizer = AutoTokenizer.from_pretrained(start)
+    tokenizer = load_tokenizer(start)
     processor = MonoInternVLImageProcessor.from_pretrained(start)
     set_trainable(model, stage.trainable)
     model.set_activation_checkpointing(stage.activation_checkpointing,

@@ -184,3 +184,33 @@ def test_internlm2_dynamic_ntk_rope_equals_the_transformers_implementation(tmp_p
     ids = torch.randint(0, cfg.vocab_size, (1, 40))
     torch.testing.assert_close(model(input_ids=ids).logits, original(ids).logits, rtol=0,
                                atol=1e-5)  # fmt: skip
+
+
+REMOTE_TOKENIZER = '''
+from transformers import PreTrainedTokenizerFast
+
+
+class RemoteTokenizerFast(PreTrainedTokenizerFast):
+    """A tokenizer that ships as code beside the weights, as InternLM2's does."""
+'''
+
+
+def test_a_remote_code_tokenizer_needs_trust_remote_code_everywhere(tmp_path):
+    """Refused with the option to set; with it, built, and the checkpoint's tokenizer loads the
+    same way later (training and evaluation use `load_tokenizer`)."""
+    from model.from_llm import load_tokenizer
+
+    llm = save_tiny_llm(tmp_path / "llm")
+    (llm / "tokenization_remote.py").write_text(REMOTE_TOKENIZER)
+    settings = json.loads((llm / "tokenizer_config.json").read_text())
+    settings.update(tokenizer_class="RemoteTokenizerFast",
+                    auto_map={"AutoTokenizer": [None, "tokenization_remote.RemoteTokenizerFast"]})
+    (llm / "tokenizer_config.json").write_text(json.dumps(settings))
+
+    with pytest.raises(ValueError, match="model.trust_remote_code"):
+        from_llm(llm, vision=VISION)
+    model, tokenizer = from_llm(llm, vision=VISION, trust_remote_code=True)
+    assert type(tokenizer).__name__ == "RemoteTokenizerFast"
+    model.save_pretrained(tmp_path / "built")
+    tokenizer.save_pretrained(tmp_path / "built")
+    assert type(load_tokenizer(tmp_path / "built")).__name__ == "RemoteTokenizerFast"
