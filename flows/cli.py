@@ -27,6 +27,9 @@ CONFIG_COMMANDS = {
     "plan": "the campaign's cost before any work: per stage samples, tokens, FLOPs, GPU-hours "
             "(--paper: the paper's Mono-InternVL-2B setting)",
     "status": "per step and source: units complete / total, settings match, last error",
+    "check": "offline, before any GPU is spent: sources' columns, the model at full size on the "
+             "meta device, and per training stage parameters, steps, memory per GPU and whether "
+             "it fits (exit 1 with the fields to change when a stage does not)",
 }
 
 
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_run_config(args.config, args.overrides)
         if args.command == "plan":
             return _plan(config, args)
+        if args.command == "check":
+            return _check(config)
         if args.command == "serve":
             from flows.serve import serve
 
@@ -165,6 +170,18 @@ def _announce_prefect_database() -> None:
     if settings.api.url is None and url.startswith("sqlite") and not os.path.exists(path):
         print(f"evip: Prefect's first start here creates its database ({path}); this can take a "
               "minute", flush=True)  # fmt: skip
+
+
+def _check(config) -> int:
+    from flows.check import CheckFailed, check_markdown
+
+    try:
+        print(check_markdown(config))
+    except CheckFailed as failed:
+        print(f"{failed}\n\nevip check: the campaign does not fit as configured", file=sys.stderr)
+        return 1
+    print("\nevip check: every stage fits")
+    return 0
 
 
 def _plan(config, args) -> int:

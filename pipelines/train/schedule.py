@@ -139,6 +139,8 @@ class TrainOptions(FrozenOptions):
     use_gpu: bool | Literal["auto"] = "auto"
     """One GPU per worker (NCCL) instead of CPUs (gloo); auto: GPUs when the Ray cluster has any
     (resolved when the stage starts)."""
+    gpu_memory_gib: float = Field(80.0, gt=0)
+    """Memory of one worker's GPU; `evip check` plans each stage against it."""
     seed: int = 0
     """Seed of initialisation-free randomness (data order, dropout)."""
 
