@@ -41,6 +41,22 @@ class TinyTeacherOptions(FrozenOptions):
     more than the alt-text (as InternVL-8B does in the paper); 0 keeps random weights."""
 
 
+class VllmEngineOptions(FrozenOptions):
+    """How `vllm.LLM` lays the teacher out on its GPUs; none of it changes what a caption says,
+    so none of it is in a caption shard's settings."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    """GPUs one teacher replica spans (set `recaption.gpus_per_actor` to the same number)."""
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    """Share of each GPU's memory vLLM may take for weights and KV cache."""
+    max_model_len: int | None = Field(None, gt=0)
+    """Longest prompt + caption in tokens; None: the checkpoint's context length."""
+    max_num_seqs: int | None = Field(None, gt=0)
+    """Sequences decoded at once; None: vLLM's default."""
+    images_per_prompt: int = Field(1, ge=1)
+    """`limit_mm_per_prompt` images (the recaption prompt holds one)."""
+
+
 class TeacherOptions(FrozenOptions):
     """The captioning teacher (InternVL-8B in the paper)."""
 
@@ -51,7 +67,12 @@ class TeacherOptions(FrozenOptions):
     backend: Literal["auto", "transformers", "vllm"] = "auto"
     """auto: vLLM when it is installed and teacher actors get GPUs, else transformers."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """auto: bfloat16 on GPU, float32 on CPU."""
+    """auto: bfloat16 on GPU, float32 on CPU (vLLM: the checkpoint's dtype)."""
+    trust_remote_code: bool = False
+    """Run the checkpoint's own code when loading its tokenizer, processor and model (needed by
+    original-format InternVL checkpoints, which only the vLLM backend runs)."""
+    vllm: VllmEngineOptions = VllmEngineOptions()
+    """vLLM engine settings (backend vllm)."""
     max_tiles: int = Field(6, ge=1)
     """Dynamic-resolution tiles per image (1 = a single 448-px view, fastest)."""
     prompts: list[str] = list(DEFAULT_PROMPTS)
@@ -98,3 +119,7 @@ class RecaptionJobOptions(FrozenOptions):
     """Images per preprocessing task."""
     sources: list[str] = []
     """Sources to recaption (empty: every source of the run)."""
+    samples: int | None = Field(None, gt=0)
+    """Captions to make, a seeded draw of the kept samples (the paper: 258M); None: every one."""
+    seed: int = Field(0, ge=0)
+    """Seed of that draw: the same seed keeps the same subset."""

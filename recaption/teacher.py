@@ -8,6 +8,7 @@ from `from_pretrained(path)` exactly as a released InternVL checkpoint does.
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,47 @@ from transformers import (
 )
 
 from model.chat import build_chat_prompt
+from pipelines import storage
 from recaption.options import TeacherOptions
+
+ORIGINAL_FORMAT = "internvl_chat"
+"""model_type of an original-format (remote-code) InternVL checkpoint; `-hf` ones are internvl."""
+CONVERTER = "src/transformers/models/internvl/convert_internvl_weights_to_hf.py"
+"""transformers' converter of original InternVL checkpoints (in its source tree, not the wheel)."""
+
+
+def checkpoint_model_type(path: str) -> str | None:
+    """The `model_type` of the checkpoint folder (local or URL); None without a config.json."""
+    url = storage.join(path, "config.json")
+    if not storage.exists(url):
+        return None
+    return json.loads(storage.read_bytes(url)).get("model_type")
+
+
+def check_checkpoint(path: str, options: TeacherOptions, backend: str) -> str | None:
+    """The checkpoint's model_type, after failing up front where `backend` cannot run it.
+
+    Raises:
+        ValueError: an original-format InternVL on transformers (its processor and `.chat()`
+            model are remote code that `AutoModelForImageTextToText` cannot drive), or on vLLM
+            without `teacher.trust_remote_code` (vLLM reads its config through that code).
+    """
+    model_type = checkpoint_model_type(path)
+    if model_type != ORIGINAL_FORMAT:
+        return model_type
+    if backend == "transformers":
+        raise ValueError(
+            f"teacher.path {path} is an original-format InternVL checkpoint (model_type "
+            f"{ORIGINAL_FORMAT!r}, remote code); the transformers backend needs a `-hf` one "
+            f"(model_type 'internvl'): download the published -hf release (e.g. "
+            f"OpenGVLab/InternVL3-8B-hf), or convert it with transformers' converter, "
+            f"`python {CONVERTER} --input_dir <hub id> --output_dir <folder>` from a transformers "
+            f"source checkout (it knows the InternVL2.5/3 ids), or caption with the original on "
+            f"vLLM: teacher.backend=vllm teacher.trust_remote_code=true")
+    if not options.trust_remote_code:
+        raise ValueError(f"teacher.path {path} is an original-format InternVL checkpoint: vLLM "
+                         f"loads it through its own code; set teacher.trust_remote_code: true")
+    return model_type
 
 
 class _ImageOnlyInternVLProcessor(InternVLProcessor):
@@ -34,21 +75,22 @@ class _ImageOnlyInternVLProcessor(InternVLProcessor):
         return super().check_argument_for_proper_class(argument_name, argument)
 
 
-def load_processor(path: str):
+def load_processor(path: str, trust_remote_code: bool = False):
     """The checkpoint's processor; assembled from its tokenizer and image processor when
     `AutoProcessor` cannot build it (no torchvision, so no video processor)."""
+    remote = {"trust_remote_code": trust_remote_code}
     try:
-        processor = AutoProcessor.from_pretrained(path)
+        processor = AutoProcessor.from_pretrained(path, **remote)
         if hasattr(processor, "image_processor"):
             return processor
     except (ImportError, ValueError):
         pass
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, **remote)
+    tokenizer = AutoTokenizer.from_pretrained(path, **remote)
     return _ImageOnlyInternVLProcessor(
-        image_processor=AutoImageProcessor.from_pretrained(path),
+        image_processor=AutoImageProcessor.from_pretrained(path, **remote),
         tokenizer=tokenizer,
         video_processor=None,
         image_seq_length=config.image_seq_length,
@@ -72,13 +114,27 @@ class PreparedSample:
 
 
 class TeacherInputs:
-    """CPU side of the teacher: prompt text, tokens and InternVL tiles for one image at a time."""
+    """CPU side of the teacher: prompt text, tokens and InternVL tiles for one image at a time.
 
-    def __init__(self, path: str, options: TeacherOptions):
-        self.processor = load_processor(path)
-        self.options = options
+    For an original-format checkpoint (vLLM only, which tiles by itself) it holds just the
+    tokenizer and writes prompts with InternVL's `<image>` placeholder.
+    """
+
+    def __init__(self, path: str, options: TeacherOptions, backend: str = "transformers"):
+        self.options, self.processor, self.tokenizer = options, None, None
+        if check_checkpoint(path, options, backend) == ORIGINAL_FORMAT:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                path, trust_remote_code=options.trust_remote_code)
+        else:
+            self.processor = load_processor(path, options.trust_remote_code)
 
     def prompt_text(self, prompt: str) -> str:
+        if self.processor is None:  # the original format's chat, as vLLM's InternVL expects it
+            turn = [{"role": "user", "content": f"<image>\n{prompt}"}]
+            if getattr(self.tokenizer, "chat_template", None):
+                return self.tokenizer.apply_chat_template(turn, tokenize=False,
+                                                          add_generation_prompt=True)
+            return f"<|im_start|>user\n<image>\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
         messages = [
             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}
         ]
@@ -115,9 +171,11 @@ class TransformersTeacher:
     def __init__(self, path: str, options: TeacherOptions, device: str | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = _pick_dtype(options.dtype, self.device)
-        self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype)
+        check_checkpoint(path, options, "transformers")
+        remote = {"trust_remote_code": options.trust_remote_code}
+        self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype, **remote)
         self.model.to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, **remote)
         self.options = options
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:

@@ -65,3 +65,58 @@ def test_prompt_without_a_shipped_template_is_internlm2_format(teacher_dir, teac
     inputs.processor.chat_template = None
     assert inputs.prompt_text("Describe.") == templated
     assert templated.startswith("<|im_start|>user\n<IMG_CONTEXT>\nDescribe.<|im_end|>")
+
+
+def test_a_transformers_format_internvl_loads_on_transformers(teacher_dir, teacher_options):
+    """The `-hf` format (model_type internvl), as the demo teacher is saved."""
+    from recaption.teacher import check_checkpoint
+
+    assert check_checkpoint(str(teacher_dir), teacher_options, "transformers") == "internvl"
+    teacher = TransformersTeacher(str(teacher_dir), teacher_options)
+    assert type(teacher.model).__name__ == "InternVLForConditionalGeneration"
+
+
+def test_an_original_format_internvl_is_refused_up_front_on_transformers(
+    teacher_dir, teacher_options, tmp_path
+):
+    from tests.recaption.test_vllm_teacher import original_format
+
+    folder = str(original_format(teacher_dir, tmp_path / "InternVL2-8B"))
+    for load in (TeacherInputs, TransformersTeacher):
+        with pytest.raises(ValueError, match="convert_internvl_weights_to_hf") as error:
+            load(folder, teacher_options)
+        assert "teacher.backend=vllm" in str(error.value) and "-hf" in str(error.value)
+    # On vLLM (which tiles by itself) only its prompt is made here, in InternVL's own format.
+    remote = teacher_options.model_copy(update={"trust_remote_code": True})
+    prompt = TeacherInputs(folder, remote, "vllm").prompt_text("Describe.")
+    assert "<image>\nDescribe." in prompt and prompt.endswith("assistant\n")
+
+
+def test_trust_remote_code_reaches_every_load(teacher_dir, teacher_options, monkeypatch):
+    import sys
+
+    import transformers
+
+    from recaption import teacher as module
+
+    seen = []
+
+    def spy(cls):
+        original = cls.from_pretrained
+
+        def from_pretrained(*args, **kwargs):
+            if sys._getframe(1).f_globals["__name__"] == module.__name__:  # not transformers'
+                seen.append((cls.__name__, kwargs.get("trust_remote_code")))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(getattr(module, cls.__name__), "from_pretrained", from_pretrained)
+
+    for cls in (transformers.AutoProcessor, transformers.AutoTokenizer,
+                transformers.AutoModelForImageTextToText):  # fmt: skip
+        spy(cls)
+    remote = teacher_options.model_copy(update={"trust_remote_code": True})
+    TeacherInputs(str(teacher_dir), remote)
+    TransformersTeacher(str(teacher_dir), remote)
+    assert {name for name, _ in seen} >= {"AutoProcessor", "AutoTokenizer",
+                                          "AutoModelForImageTextToText"}  # fmt: skip
+    assert all(trust is True for _, trust in seen), seen
