@@ -24,7 +24,8 @@ from pipelines.records import kept_count, kept_keys
 from pipelines.schema import CAPTION
 from recaption.options import CleaningOptions, RecaptionJobOptions, TeacherOptions
 from recaption.stages import OUTPUT_COLUMNS, Caption, Preprocess, read_shard
-from recaption.teacher import resolve_backend
+from recaption.subset import CaptionSubset, caption_subset
+from recaption.teacher import check_checkpoint, resolve_backend
 
 CAPTION_SCHEMA = CAPTION
 
@@ -47,17 +48,23 @@ def write_captions(rows: list[dict], url: str) -> None:
 
 
 def caption_settings(teacher: TeacherOptions, cleaning: CleaningOptions, raw_url: str,
-                     filtered_url: str, unit: str) -> dict:  # fmt: skip
+                     filtered_url: str, unit: str,
+                     subset: CaptionSubset | None = None) -> dict:  # fmt: skip
     """What makes caption shard `unit`, and nothing else: the teacher, the cleaning and what it
-    captions, i.e. the samples its keep-list keeps (key and sample id) and the download record of
-    the raw shard their images are in. Not the filter record, which covers every shard of every
-    source: one more shard or source then redoes no other shard's captions."""
+    captions, i.e. the samples its keep-list keeps (key and sample id), the subset of them drawn
+    when `recaption.samples` caps the captions, and the download record of the raw shard their
+    images are in. Not the filter record, which covers every shard of every source: one more
+    shard or source then redoes no other shard's captions. How the engine is laid out and whether
+    remote code runs change no caption, so they are left out."""
     download = CompletionLog(raw_url).read(unit)
     kept = kept_keys(storage.join(filtered_url, f"{unit}.parquet"))
-    return {"teacher": teacher.model_dump(mode="json"),
-            "cleaning": cleaning.model_dump(mode="json"),
-            "kept": settings_hash(sorted(kept.items())),
-            "download": download["settings_hash"] if download else None}  # fmt: skip
+    settings = {"teacher": teacher.model_dump(mode="json", exclude={"vllm", "trust_remote_code"}),
+                "cleaning": cleaning.model_dump(mode="json"),
+                "kept": settings_hash(sorted(kept.items())),
+                "download": download["settings_hash"] if download else None}  # fmt: skip
+    if subset is not None:  # absent without a cap: records made before it stay valid
+        settings["subset"] = subset.settings
+    return settings
 
 
 class CaptionWriter:
@@ -110,12 +117,19 @@ class RecaptionJob:
         )
 
 
-    def dataset(self, pending: list[ShardWork]):
+    def dataset(self, pending: list[ShardWork], subset: CaptionSubset | None = None):
         """The Ray Data pipeline over the pending shards (lazy until consumed)."""
         import ray
 
         backend = resolve_backend(self.teacher, self.job.gpus_per_actor)
-        items = [{"shard": w.shard, "tar": w.tar, "keep_list": w.keep_list} for w in pending]
+        check_checkpoint(self.teacher_path, self.teacher, backend)  # before any actor loads it
+        parallel = self.teacher.vllm.tensor_parallel_size
+        if backend == "vllm" and self.job.gpus_per_actor < parallel:
+            raise ValueError(f"teacher.vllm.tensor_parallel_size {parallel} needs "
+                             f"recaption.gpus_per_actor >= {parallel}")  # fmt: skip
+        rate, seed = (subset.rate, subset.seed) if subset is not None else (1.0, 0)
+        items = [{"shard": w.shard, "tar": w.tar, "keep_list": w.keep_list, "rate": rate,
+                  "seed": seed} for w in pending]  # fmt: skip
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
         ds = ds.flat_map(read_shard, num_cpus=self.job.preprocess_cpus)
         ds = ds.map_batches(
@@ -132,17 +146,18 @@ class RecaptionJob:
             compute=ray.data.ActorPoolStrategy(size=self.job.actors),
         )  # fmt: skip
 
-    def plan(self, raw_url: str, filtered_url: str, out_url: str) -> tuple[Plan, dict, dict]:
+    def plan(self, raw_url: str, filtered_url: str, out_url: str,
+             subset: CaptionSubset | None = None) -> tuple[Plan, dict, dict]:  # fmt: skip
         """(plan over the keep-lists' shards, {shard: ShardWork} to caption, {unit: settings}).
 
-        Each shard's settings are `caption_settings`: another teacher, prompt or cleaning redoes
-        every shard, another keep-list or download only its own.
+        Each shard's settings are `caption_settings`: another teacher, prompt, cleaning or
+        subset redoes every shard, another keep-list or download only its own.
         """
         filtered = kept_shards_in(filtered_url)
         kept = filtered.kept_per_shard if filtered else {}
         shards = [shard_of(u) for u in storage.glob(storage.join(filtered_url, "*.parquet"))]
         settings = {shard_name(s): caption_settings(self.teacher, self.cleaning, raw_url,
-                                                    filtered_url, shard_name(s))
+                                                    filtered_url, shard_name(s), subset)
                     for s in shards}  # fmt: skip
         log = CompletionLog(out_url)
         plan = log.plan(list(settings), settings.__getitem__)
@@ -150,7 +165,10 @@ class RecaptionJob:
         for unit in plan.todo:
             shard = int(unit)
             keep_list = storage.join(filtered_url, f"{unit}.parquet")
-            expected = kept[unit] if unit in kept else kept_count(keep_list)
+            if subset is not None:
+                expected = sum(map(subset.takes, kept_keys(keep_list).values()))
+            else:
+                expected = kept[unit] if unit in kept else kept_count(keep_list)
             work[shard] = ShardWork(shard, storage.join(raw_url, f"{unit}.tar"), keep_list,
                                     expected, storage.join(out_url, f"{unit}.parquet"))  # fmt: skip
         return plan, work, settings
@@ -166,7 +184,8 @@ class RecaptionJob:
             on_shard_written: called as (shard, images) after each shard's record is written.
         """
         raw_url, filtered_url, out_url = map(str, (raw_folder, filtered_folder, out_folder))
-        plan, work, settings = self.plan(raw_url, filtered_url, out_url)
+        subset = caption_subset(self.job, filtered_url)
+        plan, work, settings = self.plan(raw_url, filtered_url, out_url, subset)
         log = CompletionLog(out_url)
         for unit in [u for u, r in log.records().items()
                      if u not in settings or r["settings_hash"] != settings_hash(settings[u])]:
@@ -183,7 +202,7 @@ class RecaptionJob:
             if work:
                 import ray
 
-                ds = self.dataset(list(work.values())).map_batches(
+                ds = self.dataset(list(work.values()), subset).map_batches(
                     CaptionWriter, batch_format="pyarrow", batch_size=None, num_cpus=0.1,
                     fn_constructor_args=(out_url, {s: w.expected for s, w in work.items()},
                                          {s: settings[shard_name(s)] for s in work}),

@@ -14,6 +14,7 @@ from pipelines.records import iter_kept_samples
 from recaption.cleaning import clean_caption
 from recaption.options import CleaningOptions, TeacherOptions
 from recaption.prompts import prompt_for
+from recaption.subset import drawn
 from recaption.teacher import PreparedSample, TeacherInputs, build_teacher, decode_image
 
 OUTPUT_COLUMNS = ("shard", "key", "sample_id", "caption", "teacher_caption", "raw_caption",
@@ -21,10 +22,12 @@ OUTPUT_COLUMNS = ("shard", "key", "sample_id", "caption", "teacher_caption", "ra
 
 
 def read_shard(row: dict) -> list[dict]:
-    """{shard, tar, keep_list} -> one row per kept sample of that shard."""
+    """{shard, tar, keep_list, rate, seed} -> one row per kept sample of that shard drawn into
+    the subset of `rate` (`recaption.subset`; rate 1 takes every one)."""
     return [{"shard": row["shard"], "key": s["key"], "sample_id": s["sample_id"], "jpg": s["jpg"],
              "alt_text": s["alt_text"]}
-            for s in iter_kept_samples(row["tar"], row["keep_list"])]  # fmt: skip
+            for s in iter_kept_samples(row["tar"], row["keep_list"])
+            if drawn(row.get("seed", 0), row.get("rate", 1.0), s["sample_id"])]  # fmt: skip
 
 
 class Preprocess:
@@ -35,7 +38,7 @@ class Preprocess:
     """
 
     def __init__(self, teacher_path: str, options: TeacherOptions, backend: str = "transformers"):
-        self.inputs = TeacherInputs(str(local_model_folder(teacher_path)), options)
+        self.inputs = TeacherInputs(str(local_model_folder(teacher_path)), options, backend)
         self.options, self.backend = options, backend
 
     def __call__(self, batch: dict) -> dict:

@@ -130,3 +130,34 @@ def test_one_more_shard_is_captioned_alone(ray_local, tmp_path, teacher_dir, tea
     assert report["shards"] == 1 and report["skipped"] == 2 and report["stale"] == 0
     assert [r["key"] for r in _captions(out)[2]] == kept[2]
     assert {s: os.stat(out / f"{s:05d}.parquet").st_mtime_ns for s in (0, 1)} == before
+
+
+@pytest.mark.slow
+def test_a_capped_recaption_captions_its_seeded_subset_and_resumes(
+    ray_local, tmp_path, teacher_dir, teacher_options, capsys
+):
+    from recaption.subset import drawn
+
+    write_shards(tmp_path, [9, 8, 2])  # 8 + 7 + 1 kept
+    out, options = tmp_path / "captions", RecaptionJobOptions(batch_size=4, preprocess_batch_size=4,
+                                                              samples=8, seed=1)  # fmt: skip
+    job = RecaptionJob(str(teacher_dir), teacher_options, CleaningOptions(), options)
+    report = job.run(tmp_path / "raw", tmp_path / "filtered", out)
+
+    def subset(seed):  # the kept samples whose draw falls under 8 / 16
+        rows = [r for s in range(3) for r in pq.read_table(tmp_path / f"filtered/{s:05d}.parquet")
+                .to_pylist() if r["keep"]]  # fmt: skip
+        return sorted(r["key"] for r in rows if drawn(seed, 8 / 16, r["sample_id"]))
+
+    captioned = sorted(r["key"] for rows in _captions(out).values() for r in rows)
+    assert captioned == subset(1) and 0 < len(captioned) < 16 and report["images"] == len(captioned)
+    assert set(_captions(out)) == {0, 1, 2}  # a shard with none drawn is recorded all the same
+    record = CompletionLog(str(out)).read("00001")
+    assert record["settings"]["subset"] == {"samples": 8, "seed": 1, "kept": 16}
+
+    assert job.run(tmp_path / "raw", tmp_path / "filtered", out)["shards"] == 0  # resumable
+    reseeded = RecaptionJob(str(teacher_dir), teacher_options, CleaningOptions(),
+                            options.model_copy(update={"seed": 2}))  # fmt: skip
+    assert reseeded.run(tmp_path / "raw", tmp_path / "filtered", out)["stale"] == 3
+    assert "(subset.seed)" in capsys.readouterr().out
+    assert sorted(r["key"] for rows in _captions(out).values() for r in rows) == subset(2)
