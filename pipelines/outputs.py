@@ -5,6 +5,7 @@ completion record (`covered`) or spells another step's paths (docs/spine.md).
 | --- | --- | --- |
 | `kept_shards` | filter | a source's keep-lists and how many samples each keeps |
 | `caption_shards` | recaption | a source's captioned shards and the settings of each |
+| `caption_counts` | recaption | how many samples each caption shard captions |
 | `stage_manifest` | stages | a stage's shard URLs, max patches and settings hash |
 | `checkpoint` | model, train | a checkpoint folder and its completion record |
 | `training_logs` | train | a stage's log folder and its `metrics.jsonl` |
@@ -66,6 +67,13 @@ def caption_shards(layout: RunLayout, teacher: str, source: str) -> dict[str, st
     """{shard name: settings hash} of the source's caption shards recorded complete."""
     records = CompletionLog(layout.captions(teacher, source)).records()
     return {name: record["settings_hash"] for name, record in records.items()}
+
+
+def caption_counts(layout: RunLayout, teacher: str, source: str) -> dict[str, int]:
+    """{shard name: captions} of the source's caption shards recorded complete (fewer than the
+    shard keeps when `recaption.samples` caps them)."""
+    records = CompletionLog(layout.captions(teacher, source)).records()
+    return {name: record["covered"].get("captions", 0) for name, record in records.items()}
 
 
 @dataclass(frozen=True)

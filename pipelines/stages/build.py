@@ -27,7 +27,7 @@ from pipelines import storage
 from pipelines.completion import CompletionLog, settings_hash
 from pipelines.dedup import split
 from pipelines.layout import RunLayout, shard_name
-from pipelines.outputs import caption_shards, kept_shards
+from pipelines.outputs import caption_counts, caption_shards, kept_shards
 from pipelines.records import iter_tar
 from pipelines.scheduler import run_bounded
 from pipelines.shuffle import read_part, write_parts
@@ -72,6 +72,8 @@ def _map_shard(shared, unit) -> list[int]:
     layout = RunLayout(layout_root)
     chosen = {}
     for sample in _samples(layout, source, shard, teacher):
+        if spec.text == "teacher_caption" and "caption" not in sample:
+            continue  # not in the recaptioned subset (recaption.samples): not an S1.2 sample
         if uniform(spec.seed, f"take/{spec.name}", sample["sample_id"]) < probability[source]:
             chosen[sample["key"]] = sample
     rows = []
@@ -183,7 +185,11 @@ def stage_inputs(layout: RunLayout, spec: StageSpec, sources: list[str],
                 raise ValueError(f"stage {spec.name}: {source!r} lacks captions for shards "
                                  f"{missing[:5]} (run recaption first)")  # fmt: skip
             captions = settings_hash(sorted(captioned[shard_name(s)] for s in shards))
-        inputs[source] = {"weight": weight, "kept": filtered.kept, "shards": shards,
+        kept = filtered.kept
+        if spec.text == "teacher_caption":  # what it can draw from: the captioned samples
+            counts = caption_counts(layout, teacher, source)
+            kept = sum(counts.get(shard_name(s), 0) for s in shards)
+        inputs[source] = {"weight": weight, "kept": kept, "shards": shards,
                           "keep_lists": filtered.settings_hash, "captions": captions}
     return inputs
 
