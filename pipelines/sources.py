@@ -58,7 +58,8 @@ PRESETS = {
                               similarity="clip_similarity_vitb32", unsafe="nsfw_score_opennsfw2",
                               watermark="watermark_score"),
 }  # fmt: skip
-PRESETS["laion"] = PRESETS["laion2b-en-joined"].model_copy(update={"optional": []})
+PRESETS["laion"] = PRESETS["laion2b-en-joined"].model_copy(update={"unsafe_tag": None,
+                                                                   "optional": []})
 """`laion` and `coyo`: the names earlier configs use (LAION with punsafe / pwatermark, COYO)."""
 PRESETS["coyo"] = PRESETS["coyo700m"]
 

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.sources import (
+    PRESETS,
     ColumnMapping,
     SourceError,
     SourceOptions,
@@ -163,3 +164,12 @@ def test_a_laion400m_file_under_the_punsafe_preset_is_refused_naming_the_columns
     unsure = SourceOptions(name="l", preset="laion400m", drop_tags=["NSFW", "UNSURE"],
                            paths=[str(tmp_path / "*.parquet")])  # fmt: skip
     assert read_source(unsure)[1]["unsafe_tag"] == 4
+
+
+def test_the_laion_and_coyo_names_keep_their_columns():
+    """Configs written before the release presets (the demo's among them) read as they did."""
+    assert PRESETS["laion"].model_dump(exclude_none=True) == {
+        "url": "URL", "caption": "TEXT", "width": "WIDTH", "height": "HEIGHT",
+        "similarity": "similarity", "unsafe": "punsafe", "watermark": "pwatermark",
+        "optional": []}  # fmt: skip
+    assert PRESETS["coyo"] == PRESETS["coyo700m"]
