@@ -6,6 +6,7 @@ from flows.steps.base import Step, source_options
 from pipelines import storage
 from pipelines.outputs import kept_shards
 from recaption.job import caption_settings
+from recaption.subset import caption_subset
 
 
 class Recaption(Step):
@@ -23,8 +24,9 @@ class Recaption(Step):
     def settings(self, config, layout, source, unit):
         if not storage.exists(storage.join(layout.filtered(source), f"{unit}.parquet")):
             return None  # a shard no keep-list has (any more)
+        subset = caption_subset(config.recaption, layout.filtered(source))  # as the job draws it
         return caption_settings(config.teacher, config.cleaning, layout.raw(source),
-                                layout.filtered(source), unit)  # fmt: skip
+                                layout.filtered(source), unit, subset)  # fmt: skip
 
     def sources(self, config):
         from flows.recaption import recaption_sources
