@@ -23,6 +23,14 @@ from pipelines.loader.pack import Encoded, Packer, collate_pack
 from pipelines.records import iter_tar
 
 
+def image_fields(sample: dict) -> list[str]:
+    """A stage sample's images in `<image>` order: `jpg`, then a multi-image row's `1.jpg`, ..."""
+    fields = ["jpg"] if "jpg" in sample else []
+    while f"{len(fields)}.jpg" in sample:
+        fields.append(f"{len(fields)}.jpg")
+    return fields
+
+
 class StageLoader:
     """Iterates packed batches (dicts of tensors) over a stage's webdataset shards."""
 
@@ -62,13 +70,7 @@ class StageLoader:
         meta = json.loads(sample["json"]) if "json" in sample else {}
         where = f"{position[2]} key {sample.get('__key__')}"
         try:
-            image_tokens, tiles = [], np.zeros((0, 3, 1, 1), np.float32)
-            if "jpg" in sample:
-                image = Image.open(io.BytesIO(sample["jpg"])).convert("RGB")
-                features = self.processor(images=[image], return_tensors="np",
-                                          max_visual_tokens=self.max_patches)  # fmt: skip
-                tiles = features["pixel_values"]
-                image_tokens = [int(features["num_patches"][0]) * self.processor.tokens_per_tile]
+            image_tokens, tiles = self._tiles(sample)
             ids, labels = encode_conversation(self.tokenizer, meta["conversations"], image_tokens)
         except ConversationError as error:
             return self._skip("bad_conversation", where, error)
@@ -78,6 +80,19 @@ class StageLoader:
         if len(encoded) > self.max_tokens:
             return self._skip("too_long", where, f"{len(encoded)} > {self.max_tokens} tokens")
         return encoded
+
+    def _tiles(self, sample: dict) -> tuple[list[int], np.ndarray]:
+        """(visual tokens per image, tiles of every image); a row's images share the stage's
+        patch budget, as InternVL divides its tiles among a multi-image row's images."""
+        fields, tokens, tiles = image_fields(sample), [], [np.zeros((0, 3, 1, 1), np.float32)]
+        budget = self.max_patches // max(1, len(fields))
+        for field in fields:
+            image = Image.open(io.BytesIO(sample[field])).convert("RGB")
+            features = self.processor(images=[image], return_tensors="np",
+                                      max_visual_tokens=budget)  # fmt: skip
+            tiles.append(features["pixel_values"])
+            tokens.append(int(features["num_patches"][0]) * self.processor.tokens_per_tile)
+        return tokens, np.concatenate(tiles[1:]) if fields else tiles[0]
 
     def _skip(self, reason: str, where: str, error) -> None:
         self.skipped[reason] += 1

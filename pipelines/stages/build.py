@@ -39,7 +39,9 @@ ROWS = pa.schema([
     ("order", pa.float64()), ("sample_id", pa.string()), ("source", pa.string()),
     ("raw_shard", pa.int32()), ("raw_key", pa.string()), ("task", pa.string()),
     ("fallback", pa.bool_()), ("conversations", pa.string()), ("jpg", pa.binary()),
+    ("more_jpgs", pa.list_(pa.binary())),
 ])  # fmt: skip
+"""One stage sample; `more_jpgs`: a multi-image row's images after the first, in order."""
 GROUND_TRUTH = ("gt_description", "gt_objects", "gt_text", "original_width", "original_height")
 
 
@@ -99,7 +101,7 @@ def _map_chunk(shared, unit) -> dict:
     datasets, spec, buckets, scratch = shared
     name, start, stop = unit
     rows, errors = [], []
-    for line, row, image, error in read_rows(datasets[name], name, start, stop, spec.seed):
+    for line, row, images, error in read_rows(datasets[name], name, start, stop, spec.seed):
         if error is not None:
             errors.append(error)
             continue
@@ -108,7 +110,8 @@ def _map_chunk(shared, unit) -> dict:
                      "sample_id": sample_id, "source": name, "raw_shard": line,
                      "raw_key": str(row.get("id", line)), "task": "conversation",
                      "fallback": False, "conversations": json.dumps(row["conversations"]),
-                     "jpg": image})  # fmt: skip
+                     "jpg": images[0] if images else None,
+                     "more_jpgs": images[1:] or None})  # fmt: skip
     table = pa.Table.from_pylist(rows, schema=ROWS)
     labels = np.minimum((table["order"].to_numpy() * buckets).astype(np.int64), buckets - 1)
     write_parts(split(table, labels, buckets), _part_file(scratch, name, start))
@@ -136,6 +139,8 @@ def _write_shard(shared, unit) -> dict:
             sample = {"__key__": f"{index:06d}{i:06d}", "json": json.dumps(meta).encode()}
             if row["jpg"] is not None:  # text-only rows have no image
                 sample["jpg"] = row["jpg"]
+            for n, image in enumerate(row["more_jpgs"] or [], start=1):  # KEY.1.jpg, KEY.2.jpg
+                sample[f"{n}.jpg"] = image
             tar.write(sample)
     data = buffer.getvalue()
     name = stage_shard_name(index)

@@ -2,8 +2,9 @@
 
 A meta JSON names datasets: `{name: {"root": image folder, "annotation": LLaVA-style JSONL,
 "data_augment": bool, "repeat_time": float, "length": rows}}`. Each JSONL line is
-`{"id", "image" (relative to root; absent for a text-only row), "conversations": [{"from":
-"human", "value": "<image>\\n…"}, {"from": "gpt", "value": "…"}, …]}`. `repeat_time` repeats a
+`{"id", "image" (relative to root; a list in a multi-image row; absent for a text-only row),
+"conversations": [{"from": "human", "value": "<image>\\n…"}, {"from": "gpt", "value": "…"}, …]}`
+with one `<image>` per image, in order. `repeat_time` repeats a
 row (integer part) and keeps each row once more with the fractional part's probability, drawn per
 row from the seed, so 0.5 keeps about half, deterministically, without reading the file twice.
 A malformed line is reported with file and line, counted, and skipped.
@@ -66,11 +67,25 @@ def _resolve(path: str, base: str) -> str:
     return str(Path(path).resolve())
 
 
+def image_names(row: dict) -> list[str]:
+    """A row's images: `image` is one path, a list of paths (multi-image rows), or absent."""
+    image = row.get("image")
+    if not image:
+        return []
+    return [image] if isinstance(image, str) else list(image)
+
+
+def _read_image(root: str, name: str) -> bytes:
+    fs, path = storage.filesystem(storage.join(root, name) if root else name)
+    with fs.open(path, "rb") as handle:
+        return handle.read()
+
+
 def official_row(row: dict) -> dict:
     """A row as the official code sees it: turns stripped, `<image>` in an image row's first
     human turn (prepended when absent)."""
     talk = [{**turn, "value": turn["value"].strip()} for turn in row["conversations"]]
-    if row.get("image"):
+    if len(image_names(row)) == 1:  # the official code prepends for single-image rows only
         first = next((i for i, t in enumerate(talk) if t["from"] == "human"), None)
         if first is not None and "<image>" not in talk[first]["value"]:
             talk[first] = {**talk[first], "value": "<image>\n" + talk[first]["value"]}
@@ -100,7 +115,7 @@ def copies(repeat_time: float, seed: int, name: str, line: int) -> int:
 
 
 def read_rows(entry: dict, name: str, start: int, stop: int, seed: int):
-    """Yields (line, row, image bytes or None, error or None) for lines [start, stop)."""
+    """Yields (line, row, images' bytes in `<image>` order, error or None) for [start, stop)."""
     fs, path = storage.filesystem(entry["annotation"])
     with fs.open(path, "rb") as handle:
         for line, raw in enumerate(handle):
@@ -118,15 +133,9 @@ def read_rows(entry: dict, name: str, start: int, stop: int, seed: int):
                 if not talk or not all({"from", "value"} <= set(t) for t in talk):
                     raise ValueError("conversations need from/value turns")
                 row = official_row(row)
-                image = None
-                if row.get("image"):
-                    image_url = storage.join(entry["root"], row["image"]) if entry["root"] \
-                        else row["image"]  # fmt: skip
-                    fs_image, image_path = storage.filesystem(image_url)
-                    with fs_image.open(image_path, "rb") as image_file:
-                        image = image_file.read()
+                images = [_read_image(entry["root"], name) for name in image_names(row)]
             except Exception as error:  # a malformed line: reported, counted, skipped
-                yield line, None, None, f"{where}: {type(error).__name__}: {error}"
+                yield line, None, [], f"{where}: {type(error).__name__}: {error}"
                 continue
             for copy in range(n):
-                yield line, {**row, "copy": copy}, image, None
+                yield line, {**row, "copy": copy}, images, None

@@ -170,3 +170,25 @@ def test_endless_epochs_of_unreadable_shards_stop_with_an_error(tmp_path, tokeni
     loader = _loader([str(tmp_path / "missing.tar")], tokenizer, processor, epochs=None)
     with pytest.raises(RuntimeError, match="no usable sample in a whole epoch"):
         next(iter(loader))
+
+
+def test_a_multi_image_row_trains_with_each_image_in_its_place(tmp_path, tokenizer, processor):
+    """An S2 row with two images (KEY.jpg, KEY.1.jpg, as the stage builder writes them): two image
+    spans in `<image>` order, their tiles in the same order, the row's patch budget shared."""
+    talk = [{"from": "human", "value": "<image>\nand <image>\nwhich is red?"},
+            {"from": "gpt", "value": "the first"}]
+    url = str(tmp_path / "shard-000000.tar")
+    with wds.TarWriter(url) as tar:
+        tar.write({"__key__": "000000000000", "jpg": _jpeg(56, 56, "red"),
+                   "1.jpg": _jpeg(112, 56, "blue"),
+                   "json": json.dumps({"conversations": talk}).encode()})  # fmt: skip
+    pack = next(iter(_loader([url], tokenizer, processor, epochs=1)))
+    ids = pack["input_ids"][0].tolist()
+    starts = [i for i, t in enumerate(ids) if t == tokenizer.convert_tokens_to_ids("<img>")]
+    context = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+    assert len(starts) == 2
+    assert ids.count(context) == pack["pixel_values"].shape[0] * processor.tokens_per_tile
+    red_first = pack["pixel_values"][0].mean(dim=(1, 2))
+    assert red_first[0] > red_first[2]  # the first tile is the red image's
+    assert pack["pixel_values"].shape[0] * processor.tokens_per_tile <= 24  # budget shared
+    assert _loader([url], tokenizer, processor).skipped == {}

@@ -32,11 +32,13 @@ def _write_meta(folder: Path) -> Path:
     text.insert(3, "{not json")
     text.insert(6, json.dumps({"id": "img-missing", "image": "nope.jpg", "conversations": [
         {"from": "human", "value": "<image>\nx"}, {"from": "gpt", "value": "y"}]}))
+    text.append(json.dumps({"id": "two-images", "image": ["a.jpg", "a.jpg"], "conversations": [
+        {"from": "human", "value": "<image> <image> same?"}, {"from": "gpt", "value": "yes"}]}))
     (folder / "text.jsonl").write_text("\n".join(text) + "\n")
     meta = {"vqa": {"root": "images", "annotation": "vqa.jsonl", "data_augment": False,
                     "repeat_time": 0.5, "length": 200},
             "chat": {"root": "images", "annotation": "text.jsonl", "data_augment": False,
-                     "repeat_time": 2, "length": 12}}  # fmt: skip
+                     "repeat_time": 2, "length": 13}}  # fmt: skip
     path = folder / "meta.json"
     path.write_text(json.dumps(meta))
     return path
@@ -64,14 +66,15 @@ def test_s2_stage_from_a_meta_json(ray_local, tmp_path, capsys):
     layout = RunLayout(tmp_path / "run")
     manifest = build_stage(layout, spec, [], "internvl")
     half = sum(copies(0.5, 0, "vqa", line) for line in range(200))
-    assert manifest["per_source"] == {"vqa": half, "chat": 20}  # 10 good text rows, twice
+    assert manifest["per_source"] == {"vqa": half, "chat": 22}  # 10 text + 1 two-image, twice
     assert manifest["malformed_rows"] == 2  # each bad line counted once
     out = capsys.readouterr().out
     assert "text.jsonl:4: JSONDecodeError" in out and "text.jsonl:7: FileNotFoundError" in out
     tars = sorted(str(p) for p in (tmp_path / "run/stages/S2").glob("shard-*.tar"))
     samples = list(wds.WebDataset(tars, shardshuffle=False))
     text_only = [s for s in samples if "jpg" not in s]
-    assert len(text_only) == 20 and len(samples) == half + 20
+    assert len(text_only) == 20 and len(samples) == half + 22
+    assert sum("1.jpg" in s for s in samples) == 2  # the two-image row's second image, twice
     with_image = next(s for s in samples if "jpg" in s)
     assert Image.open(io.BytesIO(with_image["jpg"])).size == (64, 48)
     talk = json.loads(with_image["json"])["conversations"]
@@ -100,3 +103,19 @@ def test_rows_read_as_the_official_code_reads_them(tmp_path, monkeypatch):
     read = [r for _, r, _, error in read_rows(datasets["d"], "d", 0, 5, seed=0) if not error]
     assert len(read) == 5
     assert [t["value"] for t in read[0]["conversations"]] == ["<image>\nwhat is it?", "a square"]
+
+
+def test_a_multi_image_row_reads_its_images_in_order(tmp_path):
+    from pipelines.stages.instructions import read_rows
+
+    for name, colour in (("a.jpg", "red"), ("b.jpg", "blue")):
+        Image.new("RGB", (8, 8), colour).save(tmp_path / name)
+    row = {"id": 0, "image": ["a.jpg", "b.jpg"], "conversations": [
+        {"from": "human", "value": "<image>\n<image>\nsame?"}, {"from": "gpt", "value": "no"}]}
+    (tmp_path / "a.jsonl").write_text(json.dumps(row) + "\n")
+    (tmp_path / "meta.json").write_text(json.dumps({"d": {"root": ".", "annotation": "a.jsonl"}}))
+    entry = read_meta(str(tmp_path / "meta.json"))["d"]
+    [(_, read, images, error)] = list(read_rows(entry, "d", 0, 1, seed=0))
+    assert error is None and len(images) == 2
+    assert [Image.open(io.BytesIO(i)).getpixel((0, 0))[0] > 128 for i in images] == [True, False]
+    assert read["conversations"][0]["value"] == "<image>\n<image>\nsame?"  # nothing prepended
