@@ -4,7 +4,7 @@ makes for its steps, outside them.
 The web is served while the steps that need it run (`served_synthetic_web`), its source files
 written when it is first served; before `stages`, the S2 instruction data made from the
 web's ground truth; before `evaluate`, the held-out probe. The driver (`flows.steps.run_steps`)
-calls `prepare_demo` before each step; a rerun finds each made.
+has `prepare_demo` run inside each step (`run_step`); a rerun finds each made.
 """
 
 from __future__ import annotations

@@ -75,9 +75,14 @@ def source_options(config: RunConfig, name: str):
 
 
 def run_step(step: Step, config: RunConfig, source: str | None, upstream: list):
-    """Runs a step; a failure is kept as the step's last error for `evip status`, then raised."""
+    """Runs a step, after the demo has made what it feeds the step (`flows/demo.py`); a failure
+    of either is kept as the step's last error for `evip status`, then raised (and, under
+    Prefect, retried with the step's task)."""
+    from flows.demo import prepare_demo
+
     log = CompletionLog(step.records_folder(config, RunLayout(config.run_root), source))
     try:
+        prepare_demo(step.name, config)
         report = step.run(config, source, upstream)
     except Exception as error:
         log.write_error(step.name, "".join(traceback.format_exception(error))[-4000:])

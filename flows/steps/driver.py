@@ -21,8 +21,8 @@ def run_steps(config: RunConfig, steps: list[Step], run: Callable = run_step,
     """Runs `steps` in order: a per-source step once per source, the others once; each gets the
     reports of the step before it.
 
-    The synthetic web (if any) is served while steps that need it run; before each step, the
-    demo makes what it feeds the step (`flows/demo.py`).
+    The synthetic web (if any) is served while steps that need it run; `run_step` has the demo
+    make what it feeds a step first (`flows/demo.py`).
 
     Args:
         run: runs one step as `run(step, config, source or None, upstream)`; the flows pass
@@ -32,7 +32,7 @@ def run_steps(config: RunConfig, steps: list[Step], run: Callable = run_step,
     Returns:
         {step name: its report, or its reports per source}.
     """
-    from flows.demo import prepare_demo, served_synthetic_web
+    from flows.demo import served_synthetic_web
     from pipelines.ingest import validate_sources
 
     results, upstream = {}, []
@@ -43,7 +43,6 @@ def run_steps(config: RunConfig, steps: list[Step], run: Callable = run_step,
         for step in steps:
             if not step.needs_web:
                 web.close()  # downloads are done: stop serving the synthetic web
-            prepare_demo(step.name, config)
             if step.per_source:
                 report = [run(step, config, s, upstream) for s in step.sources(config)]
             else:

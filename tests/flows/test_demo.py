@@ -35,3 +35,24 @@ def test_the_demo_probe_is_drawn_before_evaluate_and_only_for_the_demo(tmp_path)
         prepare_demo(step.name, plain)
     assert probe_url(plain, RunLayout(plain.run_root)) is None
     assert not (tmp_path / "plain").exists()
+
+
+def test_a_failure_of_the_demos_preparation_is_the_steps_last_error(tmp_path, monkeypatch):
+    """It runs inside the step (and, under Prefect, inside the step's retried task)."""
+    import pytest
+
+    import flows.demo
+    from flows.steps import STEPS
+    from flows.steps.base import run_step
+    from pipelines.completion import CompletionLog
+
+    def broken(config, layout):
+        raise OSError("disk full while drawing the probe")
+
+    monkeypatch.setitem(flows.demo.PREPARE, "evaluate", broken)
+    demo = load_run_config(str(ROOT / "configs/demo.yaml"), [f"run_root={tmp_path}"])
+    evaluate = next(step for step in STEPS if step.name == "evaluate")
+    with pytest.raises(OSError, match="disk full"):
+        run_step(evaluate, demo, None, [])
+    folder = evaluate.records_folder(demo, RunLayout(demo.run_root), None)
+    assert "disk full" in CompletionLog(folder).last_error("evaluate")["error"]
