@@ -1,4 +1,5 @@
-"""Grouped-query self-attention with RoPE, packed-sample masks, and optional visual q/k/v/o experts.
+"""Grouped-query self-attention with RoPE and optional visual q/k/v/o experts; how tokens may
+attend (packed spans, masks) is `model.packed_attention`'s plan.
 
 Legend: B batch, S new tokens, P cached tokens, K = P + S keys, H query heads, Hkv key/value
 heads, d head width, D model width.
@@ -105,38 +106,6 @@ def apply_rotary(
 ) -> torch.Tensor:
     cos, sin = cos_BSd.unsqueeze(1), sin_BSd.unsqueeze(1)
     return x_BHSd * cos + _rotate_half(x_BHSd) * sin
-
-
-def build_attention_mask(
-    batch: int,
-    num_new: int,
-    num_cached: int,
-    padding_mask_BK: torch.Tensor | None,
-    sample_ids_BS: torch.Tensor | None,
-    device: torch.device,
-) -> torch.Tensor | None:
-    """Boolean (B, 1, S, K) mask: causal, no padded keys, no key from another packed sample.
-
-    Returns None when plain causal attention (or, when decoding, no mask at all) is exact, so
-    SDPA can take its fast path.
-    """
-    if padding_mask_BK is None and sample_ids_BS is None and (num_cached == 0 or num_new == 1):
-        return None
-    keys = num_cached + num_new
-    query_pos_S = torch.arange(num_cached, keys, device=device)
-    allowed_BSK = (torch.arange(keys, device=device)[None, :] <= query_pos_S[:, None]).expand(
-        batch, num_new, keys
-    )
-    if padding_mask_BK is not None:
-        allowed_BSK = allowed_BSK & padding_mask_BK.bool()[:, None, :]
-    if sample_ids_BS is not None:
-        if num_cached:
-            raise ValueError("packed samples (sample_ids) cannot be combined with a KV cache")
-        allowed_BSK = allowed_BSK & (sample_ids_BS[:, :, None] == sample_ids_BS[:, None, :])
-    # A padded query would see no key at all and SDPA would return NaN; let it see itself.
-    allowed_BSK = allowed_BSK.clone()
-    allowed_BSK[:, torch.arange(num_new, device=device), query_pos_S] = True
-    return allowed_BSK[:, None]
 
 
 class MultimodalAttention(nn.Module):

@@ -26,11 +26,10 @@ from model.attention import (
     MonoInternVLRMSNorm,
     MultimodalAttention,
     RotaryEmbedding,
-    build_attention_mask,
 )
 from model.configuration import MonoInternVLConfig
 from model.mmoe import ModalityRoute, SwiGLU
-from model.packed_attention import AttentionPlan, PackedSpans, resolve_backend
+from model.packed_attention import plan_attention, positions_and_samples, resolve_backend
 from model.supervised_loss import next_token_loss, supervised_loss
 from model.vision import VisionTokenizer
 
@@ -97,33 +96,6 @@ class MonoInternVLPreTrainedModel(PreTrainedModel):
             init.normal_(module.position_embedding, mean=0.0, std=self.config.initializer_range)
 
 
-def _positions_and_samples(
-    attention_mask_BK, position_ids_BS, sample_ids_BS, num_new, num_cached, device
-):
-    """Fills in position ids and packed-sample ids from whichever of them the caller gave."""
-    if position_ids_BS is None:
-        if sample_ids_BS is not None:
-            # Positions restart at every sample boundary.
-            b, s = sample_ids_BS.shape
-            idx = torch.arange(s, device=sample_ids_BS.device).expand(b, s)
-            starts = torch.ones_like(sample_ids_BS, dtype=torch.bool)
-            starts[:, 1:] = sample_ids_BS[:, 1:] != sample_ids_BS[:, :-1]
-            start_idx = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values
-            position_ids_BS = idx - start_idx
-        elif attention_mask_BK is not None:
-            # Left padding: count only real tokens.
-            cumulative = attention_mask_BK.long().cumsum(-1) - 1
-            position_ids_BS = cumulative.clamp(min=0)[:, num_cached : num_cached + num_new]
-        else:
-            position_ids_BS = torch.arange(num_cached, num_cached + num_new, device=device)[None]
-    elif sample_ids_BS is None and num_cached == 0 and position_ids_BS.shape[-1] > 1:
-        # Packed batches may say where samples start only through restarting positions.
-        restarts_BS = position_ids_BS == 0
-        if bool(restarts_BS[:, 1:].any()):
-            sample_ids_BS = restarts_BS.long().cumsum(-1)
-    return position_ids_BS, sample_ids_BS
-
-
 class MonoInternVLModel(MonoInternVLPreTrainedModel):
     """Visual tokenizer + token embeddings + MMoE decoder layers + final norm."""
 
@@ -155,17 +127,6 @@ class MonoInternVLModel(MonoInternVLPreTrainedModel):
         match expected size"). InternVL trains text-only samples with a dummy image alike.
         """
         return self.training and torch.is_grad_enabled()
-
-    def _attention_plan(self, padding_BK, sample_ids_BS, num_new, num_cached, embeds_BSD):
-        """Packed samples without padding or cache attend span by span (no S x S mask)."""
-        backend = resolve_backend(self.config.packed_attention, embeds_BSD.device,
-                                  embeds_BSD.dtype)  # fmt: skip
-        if sample_ids_BS is not None and padding_BK is None and num_cached == 0:
-            if backend != "masked":
-                return AttentionPlan(spans=PackedSpans(sample_ids_BS), backend=backend)
-        mask_B1SK = build_attention_mask(embeds_BSD.shape[0], num_new, num_cached, padding_BK,
-                                         sample_ids_BS, embeds_BSD.device)  # fmt: skip
-        return AttentionPlan(mask_B1SK=mask_B1SK)
 
     def embed(self, input_ids_BS, pixel_values_N3SS=None):
         """Token embeddings with `<IMG_CONTEXT>` positions replaced by visual tokens.
@@ -234,13 +195,14 @@ class MonoInternVLModel(MonoInternVLPreTrainedModel):
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         num_cached = cache.get_seq_length() if cache is not None else 0
-        position_ids, sample_ids = _positions_and_samples(
+        position_ids, sample_ids = positions_and_samples(
             attention_mask, position_ids, sample_ids, s, num_cached, inputs_embeds.device
         )
         padding = (
             attention_mask if attention_mask is not None and not attention_mask.all() else None
         )
-        plan = self._attention_plan(padding, sample_ids, s, num_cached, inputs_embeds)
+        plan = plan_attention(self.config.packed_attention, padding, sample_ids, s, num_cached,
+                              inputs_embeds)
         cos_BSd, sin_BSd = self.rotary(position_ids.to(inputs_embeds.device), inputs_embeds.dtype)
         route = ModalityRoute(visual_mask_BS, keep_visual_in_graph=self._keep_visual_in_graph())
         x_BSD = inputs_embeds

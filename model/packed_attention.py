@@ -17,6 +17,8 @@ Backends (`packed_attention` in the model config or `set_packed_attention`):
   CUDA, eager (slow, a test reference) elsewhere.
 - `flash_varlen`: `flash_attn_varlen_func` over cumulative sequence lengths (CUDA, fp16/bf16).
 - `masked`: the dense boolean mask (the reference the others are tested against).
+
+`plan_attention` decides once per forward; `positions_and_samples` finds a pack's samples.
 """
 
 from __future__ import annotations
@@ -166,3 +168,74 @@ class AttentionPlan:
         return F.scaled_dot_product_attention(
             q_BHSd, k_BHSd, v_BHSd, attn_mask=self.mask_B1SK, is_causal=causal, enable_gqa=gqa
         )
+
+
+def build_attention_mask(
+    batch: int,
+    num_new: int,
+    num_cached: int,
+    padding_mask_BK: torch.Tensor | None,
+    sample_ids_BS: torch.Tensor | None,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """Boolean (B, 1, S, K) mask: causal, no padded keys, no key from another packed sample.
+
+    Returns None when plain causal attention (or, when decoding, no mask at all) is exact, so
+    SDPA can take its fast path.
+    """
+    if padding_mask_BK is None and sample_ids_BS is None and (num_cached == 0 or num_new == 1):
+        return None
+    keys = num_cached + num_new
+    query_pos_S = torch.arange(num_cached, keys, device=device)
+    allowed_BSK = (torch.arange(keys, device=device)[None, :] <= query_pos_S[:, None]).expand(
+        batch, num_new, keys
+    )
+    if padding_mask_BK is not None:
+        allowed_BSK = allowed_BSK & padding_mask_BK.bool()[:, None, :]
+    if sample_ids_BS is not None:
+        if num_cached:
+            raise ValueError("packed samples (sample_ids) cannot be combined with a KV cache")
+        allowed_BSK = allowed_BSK & (sample_ids_BS[:, :, None] == sample_ids_BS[:, None, :])
+    # A padded query would see no key at all and SDPA would return NaN; let it see itself.
+    allowed_BSK = allowed_BSK.clone()
+    allowed_BSK[:, torch.arange(num_new, device=device), query_pos_S] = True
+    return allowed_BSK[:, None]
+
+
+def positions_and_samples(
+    attention_mask_BK, position_ids_BS, sample_ids_BS, num_new, num_cached, device
+):
+    """Fills in position ids and packed-sample ids from whichever of them the caller gave."""
+    if position_ids_BS is None:
+        if sample_ids_BS is not None:
+            # Positions restart at every sample boundary.
+            b, s = sample_ids_BS.shape
+            idx = torch.arange(s, device=sample_ids_BS.device).expand(b, s)
+            starts = torch.ones_like(sample_ids_BS, dtype=torch.bool)
+            starts[:, 1:] = sample_ids_BS[:, 1:] != sample_ids_BS[:, :-1]
+            start_idx = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values
+            position_ids_BS = idx - start_idx
+        elif attention_mask_BK is not None:
+            # Left padding: count only real tokens.
+            cumulative = attention_mask_BK.long().cumsum(-1) - 1
+            position_ids_BS = cumulative.clamp(min=0)[:, num_cached : num_cached + num_new]
+        else:
+            position_ids_BS = torch.arange(num_cached, num_cached + num_new, device=device)[None]
+    elif sample_ids_BS is None and num_cached == 0 and position_ids_BS.shape[-1] > 1:
+        # Packed batches may say where samples start only through restarting positions.
+        restarts_BS = position_ids_BS == 0
+        if bool(restarts_BS[:, 1:].any()):
+            sample_ids_BS = restarts_BS.long().cumsum(-1)
+    return position_ids_BS, sample_ids_BS
+
+
+def plan_attention(backend: str, padding_BK, sample_ids_BS, num_new: int, num_cached: int,
+                   embeds_BSD: torch.Tensor) -> AttentionPlan:  # fmt: skip
+    """Packed samples without padding or cache attend span by span (no S x S mask); padding, a
+    KV cache or the `masked` backend take the dense mask."""
+    chosen = resolve_backend(backend, embeds_BSD.device, embeds_BSD.dtype)
+    if sample_ids_BS is not None and padding_BK is None and num_cached == 0 and chosen != "masked":
+        return AttentionPlan(spans=PackedSpans(sample_ids_BS), backend=chosen)
+    mask_B1SK = build_attention_mask(embeds_BSD.shape[0], num_new, num_cached, padding_BK,
+                                     sample_ids_BS, embeds_BSD.device)  # fmt: skip
+    return AttentionPlan(mask_B1SK=mask_B1SK)
