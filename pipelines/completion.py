@@ -26,6 +26,17 @@ def settings_hash(settings) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def table_hash(table) -> str:
+    """A short hash of an Arrow table's content (its IPC bytes), so what reads the table can
+    chain its settings to what the table holds rather than to where it was written from."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue()).hexdigest()[:16]
+
+
 def _flatten(settings, prefix: str = "") -> dict:
     if not isinstance(settings, dict):
         return {prefix.rstrip("."): settings}

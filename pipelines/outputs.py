@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 
 from pipelines import storage
-from pipelines.completion import CompletionLog
+from pipelines.completion import CompletionLog, settings_hash
 from pipelines.layout import RunLayout
 
 FILTER_UNIT = "filter"
@@ -88,6 +88,13 @@ class StageManifest:
     """Max patches per image the stage was built for (None in a record made before it said)."""
     covered: dict
     """The whole manifest (samples per source and task, fallback captions, ...)."""
+
+    @property
+    def content_hash(self) -> str:
+        """What training reads, by content: each shard's sha256 and the patch budget. A stage
+        rebuilt into the same bytes (another run root, a record redone) retrains nothing."""
+        shards = [[s["name"], s["sha256"]] for s in self.covered.get("shards", [])]
+        return settings_hash({"shards": shards, "max_patches": self.max_patches})
 
 
 def stage_manifest(layout: RunLayout, stage: str) -> StageManifest | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 from pipelines import storage
-from pipelines.completion import CompletionLog, settings_hash
+from pipelines.completion import CompletionLog, settings_hash, table_hash
 from pipelines.layout import RawFolder, shard_name
 from pipelines.scheduler import run_bounded
 from pipelines.sources import SourceOptions, read_source_file, validate_source
@@ -19,7 +19,10 @@ PLAN_ROW_GROUP = 65_536  # download tasks read their slice by row group
 
 
 def plan_settings(options: SourceOptions, path: str) -> dict:
-    return {"source": options.model_dump(mode="json", exclude={"paths"}), "file": path}
+    """A file is planned again when it is replaced (size, version) or moved; downloads are
+    chained to the planned rows' content (`planned`), so only a changed file downloads again."""
+    return {"source": options.model_dump(mode="json", exclude={"paths"}), "file": path,
+            "version": storage.fingerprint(path)}  # fmt: skip
 
 
 def _plan_file(shared, unit: tuple[int, str]) -> int:
@@ -28,7 +31,9 @@ def _plan_file(shared, unit: tuple[int, str]) -> int:
     raw = RawFolder(raw_url)
     table, dropped = read_source_file(options, path)
     storage.write_parquet(table, raw.plan_file(index), row_group_size=PLAN_ROW_GROUP)
-    covered = {"rows": table.num_rows, "dropped": dropped}
+    # The rows' content without their lineage path: what downloads read, wherever the file sits.
+    content = table_hash(table.drop_columns(["source_file"]))
+    covered = {"rows": table.num_rows, "dropped": dropped, "content": content}
     CompletionLog(raw.plan()).write(shard_name(index), plan_settings(options, path), covered)
     return table.num_rows
 
@@ -67,7 +72,9 @@ def planned(raw: RawFolder, files: int) -> dict | None:
             return None
         inputs.append((raw.plan_file(index), record["covered"]["rows"]))
         dropped.update(record["covered"]["dropped"])
-        hashes.append(record["settings_hash"])
+        # By content: a source file moved or renamed (or the run root copied elsewhere) is
+        # planned again but downloads nothing again.
+        hashes.append(record["covered"]["content"])
     rows = sum(n for _, n in inputs)
     return {"inputs": inputs, "dropped": dict(dropped),
             "id": {"hash": settings_hash(hashes), "rows": rows}}  # fmt: skip

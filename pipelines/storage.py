@@ -42,6 +42,15 @@ def size(url: str | Path) -> int:
     return fs.size(path)
 
 
+def fingerprint(url: str | Path) -> dict:
+    """What tells one version of a file from another without reading it: its size and the
+    store's version tag (an object's ETag) or, on a file system, its modification time."""
+    fs, path = filesystem(url)
+    info = fs.info(path)
+    tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
+    return {"size": info["size"], "version": str(tag)}
+
+
 def glob(pattern: str | Path) -> list[str]:
     """URLs matching `pattern`, sorted, with the pattern's protocol kept."""
     fs, path = filesystem(pattern)

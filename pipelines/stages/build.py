@@ -132,7 +132,9 @@ def _write_shard(shared, unit) -> dict:
         parts.append(rows.slice(start, stop - start))
     table = pa.concat_tables(parts)
     buffer = io.BytesIO()
-    with wds.TarWriter(buffer) as tar:
+    # A fixed mtime: the same rows give the same bytes, so a rebuilt shard keeps its sha256 and
+    # the training stages chained to it (by content) are not redone.
+    with wds.TarWriter(buffer, mtime=0.0) as tar:
         for i, row in enumerate(table.to_pylist()):
             meta = {"stage": spec_name, "conversations": json.loads(row["conversations"]),
                     **{k: row[k] for k in ("sample_id", "source", "raw_shard", "raw_key", "task")}}

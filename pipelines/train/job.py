@@ -52,7 +52,7 @@ def stage_settings(layout: RunLayout, options: TrainOptions, stage: TrainStage, 
         raise ValueError(f"train {stage.name}: start checkpoint {start} is not complete")
     return {"stage": stage.model_dump(mode="json", exclude=set(NOT_WEIGHTS)),
             "seed": options.seed, "workers": options.workers, "use_gpu": use_gpu,
-            "data": data.settings_hash, "start": began.settings_hash}  # fmt: skip
+            "data": data.content_hash, "start": began.settings_hash}  # fmt: skip
 
 
 def stage_record_settings(settings: dict, stage: TrainStage) -> dict:

@@ -58,6 +58,18 @@ def test_seed_workers_and_device_train_afresh_under_a_new_run(layout, options):
     assert _run(layout, **options) != _run(layout)
 
 
+def test_a_stage_rebuilt_into_the_same_bytes_retrains_nothing(layout):
+    shard = {"name": "shard-000000", "samples": 4, "sha256": "ab" * 32}
+    stages = CompletionLog(layout.stages())
+    stages.write("S1.1", {"built": "by hand"}, {"shards": [shard], "max_patches": 1280})
+    before = _settings(layout)
+    stages.write("S1.1", {"built": "elsewhere"}, {"shards": [shard], "max_patches": 1280})
+    assert _settings(layout) == before  # same shards, another record (another run root)
+    other = {**shard, "sha256": "cd" * 32}
+    stages.write("S1.1", {"built": "elsewhere"}, {"shards": [other], "max_patches": 1280})
+    assert _settings(layout) != before
+
+
 def test_a_weights_change_retrains_the_stage_under_a_new_run(layout):
     changed = STAGE.model_copy(update={"steps": 9})
     assert _run(layout, changed) != _run(layout)

@@ -66,6 +66,10 @@ def test_stage_shards_mix_shuffle_and_rebuild_only_when_changed(fabricated_run, 
                            "internvl", rows_per_bucket=60)  # fmt: skip
     assert reseeded["shards"][0]["sha256"] != manifest["shards"][0]["sha256"]
     assert len(list(folder.glob("*.tar"))) == len(reseeded["shards"])  # nothing of the old spec
+    # Built again, the same rows are the same bytes: training, chained to the shards' sha256,
+    # is not redone by a rebuild.
+    again = build_stage(layout, spec, list(FABRICATED_SOURCES), "internvl", rows_per_bucket=60)
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
     assert not (folder / "_shuffle").exists()
 
 
