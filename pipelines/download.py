@@ -11,7 +11,7 @@ retried, and a rerun redoes only shards without a record made with the same sett
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +21,7 @@ from model.options import FrozenOptions
 from pipelines import storage
 from pipelines.completion import CompletionLog, Plan
 from pipelines.layout import RawFolder, shard_name
-from pipelines.scheduler import run_bounded
+from pipelines.units import Resources, UnitWork, plan_units, run_units
 
 
 class DownloadOptions(FrozenOptions):
@@ -135,8 +135,8 @@ def read_rows(url: str, offset: int, length: int) -> pa.Table:
     return table.slice(offset - (first or 0), length)
 
 
-def _download_shard(shared, task: ShardTask) -> bool:
-    downloader, raw_url, settings = shared
+def _download_shard(shared, task: ShardTask) -> dict | None:
+    downloader, raw_url = shared
     raw = RawFolder(raw_url)
     table = pa.concat_tables([read_rows(*piece) for piece in task.pieces])
     # img2dataset measures width/height itself and writes them under those names.
@@ -147,10 +147,7 @@ def _download_shard(shared, task: ShardTask) -> bool:
     with fs.open(path, "wb") as handle, pa.ipc.new_file(handle, table.schema) as writer:
         writer.write_table(table)
     ok, _ = downloader((task.shard, feather))  # img2dataset removes the input slice when done
-    if ok:
-        covered = {"pieces": [list(p) for p in task.pieces], "rows": table.num_rows}
-        CompletionLog(raw_url).write(shard_name(task.shard), settings, covered)
-    return ok
+    return {"pieces": [list(p) for p in task.pieces], "rows": table.num_rows} if ok else None
 
 
 def column_list(input_url: str) -> list[str]:
@@ -165,6 +162,10 @@ def column_list(input_url: str) -> list[str]:
 def clear_shard(raw: RawFolder, shard: int) -> None:
     """Removes a shard's record first, then its files (a stale or half-written shard)."""
     CompletionLog(raw.url).clear(shard_name(shard))
+    _remove_shard_files(raw, shard)
+
+
+def _remove_shard_files(raw: RawFolder, shard: int) -> None:
     for ext in ("tar", "parquet", "_stats.json"):
         storage.remove(raw.shard(shard, ext))
 
@@ -178,20 +179,17 @@ def download_shards(tasks: list[ShardTask], raw: RawFolder, options: DownloadOpt
         make_downloader: (options, output folder, column list) -> a callable like img2dataset's
             Downloader; img2dataset's by default (benchmarks plug in a fabricated one).
     """
-    plan = CompletionLog(raw.url).plan([shard_name(t.shard) for t in tasks], settings)
-    todo = set(plan.todo)
-    for shard in plan.stale:
-        clear_shard(raw, int(shard))
-    pending = [t for t in tasks if shard_name(t.shard) in todo]
-    if pending:
-        make_downloader = make_downloader or _img2dataset_downloader
-        downloader = make_downloader(options, raw.url, column_list(pending[0].pieces[0][0]))
-        run_bounded(
-            _download_shard, pending, shared=(downloader, raw.url, settings),
-            max_in_flight=options.max_in_flight, retries=options.shard_retries,
-            num_cpus=options.cpus_per_task, ok=bool, desc=desc,
-        )  # fmt: skip
-    return plan
+    units = {shard_name(t.shard): t for t in tasks}
+    work = UnitWork(raw.url, desc, units, lambda unit: settings, _download_shard,
+                    clear=lambda unit: _remove_shard_files(raw, int(unit)),
+                    resources=Resources(options.cpus_per_task, max_in_flight=options.max_in_flight,
+                                        retries=options.shard_retries))  # fmt: skip
+    plan = plan_units(work)
+    if not plan.todo:
+        return plan  # nothing to do: no downloader is made
+    make_downloader = make_downloader or _img2dataset_downloader
+    downloader = make_downloader(options, raw.url, column_list(tasks[0].pieces[0][0]))
+    return run_units(replace(work, shared=(downloader, raw.url)))
 
 
 def complete_shards(raw: RawFolder) -> list[int]:

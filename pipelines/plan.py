@@ -12,8 +12,8 @@ from collections import Counter
 from pipelines import storage
 from pipelines.completion import CompletionLog, settings_hash, table_hash
 from pipelines.layout import RawFolder, shard_name
-from pipelines.scheduler import run_bounded
 from pipelines.sources import SourceOptions, read_source_file, validate_source
+from pipelines.units import Resources, UnitWork, run_units
 
 PLAN_ROW_GROUP = 65_536  # download tasks read their slice by row group
 
@@ -25,7 +25,7 @@ def plan_settings(options: SourceOptions, path: str) -> dict:
             "version": storage.fingerprint(path)}  # fmt: skip
 
 
-def _plan_file(shared, unit: tuple[int, str]) -> int:
+def _plan_file(shared, unit: tuple[int, str]) -> dict:
     options, raw_url = shared
     index, path = unit
     raw = RawFolder(raw_url)
@@ -33,9 +33,7 @@ def _plan_file(shared, unit: tuple[int, str]) -> int:
     storage.write_parquet(table, raw.plan_file(index), row_group_size=PLAN_ROW_GROUP)
     # The rows' content without their lineage path: what downloads read, wherever the file sits.
     content = table_hash(table.drop_columns(["source_file"]))
-    covered = {"rows": table.num_rows, "dropped": dropped, "content": content}
-    CompletionLog(raw.plan()).write(shard_name(index), plan_settings(options, path), covered)
-    return table.num_rows
+    return {"rows": table.num_rows, "dropped": dropped, "content": content}
 
 
 def plan_source(options: SourceOptions, raw: RawFolder, max_in_flight: int = 4,
@@ -46,14 +44,12 @@ def plan_source(options: SourceOptions, raw: RawFolder, max_in_flight: int = 4,
         `planned(raw, files)`.
     """
     files = validate_source(options)
-    log = CompletionLog(raw.plan())
     units = {shard_name(i): (i, path) for i, path in enumerate(files)}
-    plan = log.plan(units, lambda unit: plan_settings(options, units[unit][1]))
-    if plan.todo:
-        print(plan.describe(f"plan {options.name}"))
-        run_bounded(_plan_file, [units[u] for u in plan.todo], shared=(options, raw.url),
-                    max_in_flight=max_in_flight, num_cpus=num_cpus,
-                    desc=f"plan {options.name} files")  # fmt: skip
+    run_units(UnitWork(raw.plan(), f"plan {options.name} files", units,
+                       lambda unit: plan_settings(options, units[unit][1]), _plan_file,
+                       shared=(options, raw.url), exclusive=True,
+                       clear=lambda unit: storage.remove(raw.plan_file(int(unit))),
+                       resources=Resources(num_cpus, max_in_flight=max_in_flight)))  # fmt: skip
     return planned(raw, len(files))
 
 

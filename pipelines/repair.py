@@ -17,8 +17,8 @@ from pipelines.completion import CompletionLog
 from pipelines.download import DownloadOptions, download_shards, shard_metadata, shard_tasks
 from pipelines.download_report import is_retryable
 from pipelines.layout import RawFolder, shard_name
-from pipelines.scheduler import run_bounded
 from pipelines.schema import ATTEMPT_COLUMNS
+from pipelines.units import Resources, UnitWork, run_units
 
 
 def retry_rows(metadata: pa.Table) -> pa.Table:
@@ -30,15 +30,13 @@ def retry_rows(metadata: pa.Table) -> pa.Table:
     return failed.select(carried)
 
 
-def _plan_shard(shared, shard: int) -> int:
-    raw_url, round_number, settings = shared
+def _plan_shard(shared, shard: int) -> dict:
+    raw_url, round_number = shared
     raw = RawFolder(raw_url)
     rows = retry_rows(shard_metadata(raw, shard))
     if rows.num_rows:
         storage.write_parquet(rows, raw.repair_input(round_number, shard))
-    CompletionLog(raw.repair(round_number)).write(shard_name(shard), settings,
-                                                  {"rows": rows.num_rows})  # fmt: skip
-    return rows.num_rows
+    return {"rows": rows.num_rows}
 
 
 def repair_round(raw: RawFolder, options: DownloadOptions, settings: dict, round_number: int,
@@ -53,11 +51,11 @@ def repair_round(raw: RawFolder, options: DownloadOptions, settings: dict, round
     round_settings = {**settings, "round": round_number, "previous": previous, "start": start}
     record = log.read("round")
     if record is None or not log.is_complete("round", round_settings):
-        todo = log.plan([shard_name(s) for s in previous], round_settings).todo
-        run_bounded(_plan_shard, [int(s) for s in todo],
-                    shared=(raw.url, round_number, round_settings),
-                    max_in_flight=options.max_in_flight, num_cpus=options.cpus_per_task,
-                    desc=f"plan repair {round_number} shards")  # fmt: skip
+        run_units(UnitWork(log.folder, f"plan repair {round_number} shards",
+                           {shard_name(s): s for s in previous}, lambda unit: round_settings,
+                           _plan_shard, shared=(raw.url, round_number),
+                           resources=Resources(options.cpus_per_task,
+                                               max_in_flight=options.max_in_flight)))  # fmt: skip
         inputs = []
         for shard in previous:
             rows = log.read(shard_name(shard))["covered"]["rows"]

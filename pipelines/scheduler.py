@@ -33,7 +33,12 @@ def releasing_memory(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class UnitFailed(RuntimeError):
-    """A unit of work failed on every attempt."""
+    """Units of work failed on every attempt; `failures` holds (unit, its last error or
+    rejected result) pairs."""
+
+    def __init__(self, message: str, failures: list[tuple]):
+        super().__init__(message)
+        self.failures = failures
 
 
 def run_bounded(
@@ -44,45 +49,52 @@ def run_bounded(
     max_in_flight: int = 4,
     retries: int = 2,
     num_cpus: float = 0.5,
+    num_gpus: float = 0.0,
+    memory: int | None = None,
     ok: Callable[[Any], bool] = lambda result: True,
     desc: str = "units",
-) -> dict[Any, Any]:
-    """Calls `fn(shared, unit)` as Ray tasks, at most `max_in_flight` at once.
+) -> list[Any]:
+    """Calls `fn(shared, unit)` as Ray tasks (each reserving `num_cpus`, `num_gpus` and `memory`
+    bytes), at most `max_in_flight` at once.
 
     A unit whose task raises, or whose result `ok` rejects, is queued again, up to `retries`
     extra attempts. `shared` is put in the object store once, not pickled per task.
 
     Returns:
-        {unit: result} for every unit.
+        every unit's result, in the order of `units`.
 
     Raises:
         UnitFailed: a unit failed `retries + 1` times (the others still ran to the end first).
     """
     import ray
 
-    task = ray.remote(num_cpus=num_cpus, max_retries=0)(releasing_memory(fn))
-    shared_ref = ray.put(shared)
-    queue, pending, attempts, results, failed = list(units), {}, {}, {}, {}
-    with tqdm(total=len(queue), desc=desc, unit=desc.split()[-1]) as progress:
+    options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": 0}
+    task = ray.remote(**options, **({"memory": memory} if memory else {}))(releasing_memory(fn))
+    shared_ref, units = ray.put(shared), list(units)
+    queue, pending, attempts = list(range(len(units))), {}, [0] * len(units)
+    results, failed = [None] * len(units), {}
+    with tqdm(total=len(units), desc=desc, unit=desc.split()[-1]) as progress:
         while queue or pending:
             while queue and len(pending) < max_in_flight:
-                unit = queue.pop(0)
-                attempts[unit] = attempts.get(unit, 0) + 1
-                pending[task.remote(shared_ref, unit)] = unit
+                index = queue.pop(0)
+                attempts[index] += 1
+                pending[task.remote(shared_ref, units[index])] = index
             (done,), _ = ray.wait(list(pending), num_returns=1)
-            unit = pending.pop(done)
+            index = pending.pop(done)
             try:
                 result, error = ray.get(done), None
             except ray.exceptions.RayError as exc:
                 result, error = None, exc
             if error is None and ok(result):
-                results[unit] = result
+                results[index] = result
                 progress.update(1)
-            elif attempts[unit] <= retries:
-                queue.append(unit)
+            elif attempts[index] <= retries:
+                queue.append(index)
             else:
-                failed[unit] = error or result
+                failed[index] = error or result
                 progress.update(1)
     if failed:
-        raise UnitFailed(f"{len(failed)} {desc} failed after {retries + 1} attempts: {failed}")
+        failures = [(units[i], why) for i, why in failed.items()]
+        raise UnitFailed(f"{len(failed)} {desc} failed after {retries + 1} attempts: "
+                         f"{[why for _, why in failures]}", failures)  # fmt: skip
     return results

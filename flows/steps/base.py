@@ -107,6 +107,10 @@ def retryable(error: BaseException) -> bool:
     """Whether running a failed step again may pass: not after a deterministic error, nor after
     a training stage Ray Train has already retried (else one bug runs retries x max_failures
     times before anyone sees it)."""
+    from pipelines.scheduler import UnitFailed
     from pipelines.train.job import StageFailedError
 
+    if isinstance(error, UnitFailed):  # units already retried: again only if one may pass
+        return any(not isinstance(why, BaseException) or retryable(why)
+                   for _, why in error.failures)  # fmt: skip
     return not isinstance(error, (*DETERMINISTIC, StageFailedError))

@@ -7,12 +7,10 @@ not redone.
 
 from __future__ import annotations
 
-from tqdm import tqdm
-
 from pipelines import storage
-from pipelines.completion import CompletionLog
 from pipelines.evaluate.evaluate import EvalOptions, evaluate_weights
 from pipelines.outputs import checkpoint
+from pipelines.units import Resources, UnitWork, run_units
 
 
 def evaluation_settings(weights: str, probe: str, options: EvalOptions) -> dict | None:
@@ -31,27 +29,21 @@ def evaluate_checkpoints(folder: str, checkpoints: dict[str, str], probe: str,
     Results are recorded in `folder` under each name; a name whose record matches its weights
     and options is read back instead of evaluated again.
     """
-    import ray
-
-    log = CompletionLog(folder)
     settings = {name: evaluation_settings(url, probe, options)
                 for name, url in checkpoints.items()}  # fmt: skip
     missing = [checkpoints[name] for name, wanted in settings.items() if wanted is None]
     if missing:
         raise ValueError(f"evaluate: checkpoints not complete: {missing}")
-    todo = [name for name in checkpoints if not log.is_complete(name, settings[name])]
-    task = ray.remote(num_cpus=options.cpus)(_evaluate_and_record)
-    pending = [task.remote(folder, name, checkpoints[name], probe, options, settings[name])
-               for name in todo]  # fmt: skip
-    with tqdm(total=len(pending), desc="evaluate checkpoints", unit="checkpoint") as bar:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done)  # raises the task's error
-            bar.update(len(done))
+    units = {name: (name, url) for name, url in checkpoints.items()}
+    run_units(UnitWork(folder, "evaluate checkpoints", units, settings.__getitem__,
+                       _evaluate, shared=(folder, probe, options),
+                       resources=Resources(options.cpus, max_in_flight=len(checkpoints) or 1,
+                                           retries=0)))  # fmt: skip
     return {name: storage.read_json(storage.join(folder, f"{name}.json")) for name in checkpoints}
 
 
-def _evaluate_and_record(folder, name, weights, probe, options, settings) -> None:
+def _evaluate(shared, unit: tuple[str, str]) -> dict:
+    (folder, probe, options), (name, weights) = shared, unit
     figures = evaluate_weights(weights, probe, options)
     storage.write_json(figures, storage.join(folder, f"{name}.json"))
-    CompletionLog(folder).write(name, settings, covered={"figures": f"{name}.json"})
+    return {"figures": f"{name}.json"}

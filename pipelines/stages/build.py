@@ -12,6 +12,7 @@ manifest: shards with sample counts and sha256, counts per source and task, fall
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -34,6 +35,7 @@ from pipelines.shuffle import read_part, write_parts
 from pipelines.stages.instructions import chunks, read_meta, read_rows
 from pipelines.stages.render import render, uniform
 from pipelines.stages.spec import StageSpec
+from pipelines.units import Resources, UnitWork, run_units
 
 ROWS = pa.schema([
     ("order", pa.float64()), ("sample_id", pa.string()), ("source", pa.string()),
@@ -123,7 +125,7 @@ def _part_file(scratch: str, source: str, shard: int) -> str:
 
 
 def _write_shard(shared, unit) -> dict:
-    stage_folder, spec_name, settings, files = shared
+    stage_folder, spec_name, files = shared
     index, pieces = unit
     parts = []
     for bucket, start, stop in pieces:
@@ -155,8 +157,12 @@ def _write_shard(shared, unit) -> dict:
                "per_source": dict(Counter(table["source"].to_pylist())),
                "per_task": dict(Counter(table["task"].to_pylist())),
                "fallback_captions": int(pc.sum(table["fallback"]).as_py() or 0)}  # fmt: skip
-    CompletionLog(stage_folder).write(name, settings, covered)
     return covered
+
+
+def _remove_stage_shard(folder: str, name: str) -> None:
+    storage.remove(storage.join(folder, f"{name}.tar"))
+    storage.remove(storage.join(folder, "_index", f"{name}.parquet"))
 
 
 def shard_pieces(bucket_rows: list[int], per_shard: int) -> list[list[tuple[int, int, int]]]:
@@ -233,11 +239,6 @@ def build_stage(layout: RunLayout, spec: StageSpec, sources: list[str], teacher:
     if stages.is_complete(spec.name, settings):
         return stages.read(spec.name)["covered"]
     stages.clear(spec.name)
-    log = CompletionLog(folder)
-    for stale in log.stale(settings):
-        log.clear(stale)
-        storage.remove(storage.join(folder, f"{stale}.tar"))
-        storage.remove(storage.join(folder, "_index", f"{stale}.parquet"))
     scratch = storage.join(folder, "_shuffle")
     if spec.text == "conversations":
         datasets = read_meta(spec.meta)
@@ -258,17 +259,19 @@ def build_stage(layout: RunLayout, spec: StageSpec, sources: list[str], teacher:
                               shared=(layout.root, spec, teacher_name, probability, buckets,
                                       scratch), desc=f"{spec.name} raw shards")  # fmt: skip
         files = [_part_file(scratch, s, shard) for s, shard in units]
-    errors = [e for u in units for e in results[u]["errors"]]
+    errors = [e for result in results for e in result["errors"]]
     for error in errors[:20]:
         print(f"stage {spec.name}: skipping {error}")
-    bucket_rows = np.sum([results[u]["buckets"] for u in units], axis=0).astype(int).tolist()
+    bucket_rows = np.sum([r["buckets"] for r in results], axis=0).astype(int).tolist()
     pieces = shard_pieces(bucket_rows, spec.samples_per_shard)
     names = [stage_shard_name(i) for i in range(len(pieces))]
-    todo = set(log.plan(names, settings).todo)
-    run_bounded(_write_shard, [(i, tuple(p)) for i, p in enumerate(pieces) if names[i] in todo],
-                shared=(folder, spec.name, settings, files), max_in_flight=max_in_flight,
-                desc=f"{spec.name} stage shards")  # fmt: skip
+    run_units(UnitWork(folder, f"{spec.name} stage shards",
+                       {n: (i, tuple(p)) for i, (n, p) in enumerate(zip(names, pieces))},
+                       lambda unit: settings, _write_shard, shared=(folder, spec.name, files),
+                       clear=functools.partial(_remove_stage_shard, folder), exclusive=True,
+                       resources=Resources(max_in_flight=max_in_flight)))  # fmt: skip
     storage.remove(scratch)
+    log = CompletionLog(folder)
     shards = [{"name": n, **log.read(n)["covered"]} for n in names]
     per_source, per_task = Counter(), Counter()
     for shard in shards:

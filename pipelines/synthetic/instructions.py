@@ -57,7 +57,8 @@ def _shard(shared, shard: int) -> int:
 
 def write_demo_instructions(layout: RunLayout, source: str, shards: list[int]) -> str:
     """Writes the source's demo instruction data; returns the meta JSON's URL."""
-    counts = run_bounded(_shard, shards, shared=(layout.root, source), desc="demo instructions")
+    counts = dict(zip(shards, run_bounded(_shard, shards, shared=(layout.root, source),
+                                          desc="demo instructions")))  # fmt: skip
     meta = {f"{source}-{shard_name(s)}": {"root": source, "data_augment": False,
                                            "annotation": f"{source}/{shard_name(s)}.jsonl",
                                            "repeat_time": 1, "length": counts[s]}

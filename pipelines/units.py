@@ -1,0 +1,103 @@
+"""One way to run the units of a sharded step (datatrove's executor, NeMo Curator's stages).
+
+A step says what its units are and what each one's outputs are made from (`UnitWork`); this
+module does the rest the same way for every step: plans them against their completion records
+(done / todo / stale, with the settings that changed), clears what is stale (record first, then
+the step's own outputs), runs the rest as Ray tasks with the resources one unit needs and a
+bounded window in flight, writes each unit's record in the task that made it (a killed driver
+loses no finished unit), and keeps the last error of a unit that failed every attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.completion import CompletionLog, Plan
+from pipelines.scheduler import UnitFailed, run_bounded
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one unit's task needs, and how many may run at once."""
+
+    num_cpus: float = 0.5
+    num_gpus: float = 0.0
+    memory: int | None = None
+    """Bytes Ray reserves for each task (None: no reservation)."""
+    max_in_flight: int = 4
+    retries: int = 2
+    """Extra attempts of a unit whose task raised or returned None."""
+
+
+@dataclass(frozen=True)
+class UnitWork:
+    """The units of one step over one records folder."""
+
+    folder: str
+    """Where the units' completion records are kept."""
+    what: str
+    """Label of the log line and the progress bar, e.g. 'plan laion-a files'."""
+    units: dict[str, Any]
+    """Unit name -> the argument its task gets."""
+    settings: Callable[[str], dict]
+    """Unit name -> what its outputs are made from (only that)."""
+    run: Callable[[Any, Any], dict | None]
+    """(shared, argument) -> the record's `covered`; None: not done, try again. Runs in a Ray
+    task: a module-level function."""
+    shared: Any = None
+    """Put in the object store once and handed to every task."""
+    clear: Callable[[str], None] | None = None
+    """Removes a stale unit's outputs (its record is removed before)."""
+    exclusive: bool = False
+    """The folder holds these units only: a recorded unit not among them is cleared too (a
+    stage rebuilt into fewer shards leaves none of the old ones)."""
+    resources: Resources = field(default_factory=Resources)
+
+
+def plan_units(work: UnitWork) -> Plan:
+    """What `run_units` would do, without doing it."""
+    return CompletionLog(work.folder).plan(list(work.units), work.settings)
+
+
+def run_units(work: UnitWork) -> Plan:
+    """Runs every unit not recorded with its settings; returns the plan it followed.
+
+    Raises:
+        UnitFailed: a unit failed every attempt (its error is kept for `evip status`; the
+            other units still ran and are recorded).
+    """
+    log, plan = CompletionLog(work.folder), plan_units(work)
+    others = sorted(set(log.records()) - set(work.units)) if work.exclusive else []
+    if not plan.todo and not others:
+        return plan
+    print(plan.describe(work.what) + (f"; clearing {len(others)} no longer made" if others else ""))
+    for name in [*plan.stale, *others]:
+        log.clear(name)
+        if work.clear is not None:
+            work.clear(name)
+    todo = [(name, work.settings(name), work.units[name]) for name in plan.todo]
+    if not todo:
+        return plan
+    resources = work.resources
+    try:
+        run_bounded(_run_and_record, todo, shared=(work.folder, work.run, work.shared),
+                    max_in_flight=resources.max_in_flight, retries=resources.retries,
+                    num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
+                    memory=resources.memory, ok=lambda covered: covered is not None,
+                    desc=work.what)  # fmt: skip
+    except UnitFailed as error:
+        for (name, _, _), why in error.failures:
+            log.write_error(name, f"{work.what}: {name}: {why}")
+        raise
+    return plan
+
+
+def _run_and_record(shared, unit) -> dict | None:
+    folder, run, arguments = shared
+    name, settings, argument = unit
+    covered = run(arguments, argument)
+    if covered is not None:
+        CompletionLog(folder).write(name, settings, covered)
+    return covered
