@@ -43,9 +43,10 @@ class UnitWork:
     """Unit name -> the argument its task gets."""
     settings: Callable[[str], dict]
     """Unit name -> what its outputs are made from (only that)."""
-    run: Callable[[Any, Any], dict | None]
+    run: Callable[[Any, Any], dict | None] | None = None
     """(shared, argument) -> the record's `covered`; None: not done, try again. Runs in a Ray
-    task: a module-level function."""
+    task: a module-level function. None for units another executor runs (recaption's Ray Data
+    pipeline): they are planned and cleared by `prepare_units` alone."""
     shared: Any = None
     """Put in the object store once and handed to every task."""
     clear: Callable[[str], None] | None = None
@@ -61,6 +62,21 @@ def plan_units(work: UnitWork) -> Plan:
     return CompletionLog(work.folder).plan(list(work.units), work.settings)
 
 
+def prepare_units(work: UnitWork) -> Plan:
+    """Plans the units and clears the stale ones (and, when `exclusive`, those no longer made):
+    record first, then outputs, so the folder never holds two settings' outputs."""
+    log, plan = CompletionLog(work.folder), plan_units(work)
+    others = sorted(set(log.records()) - set(work.units)) if work.exclusive else []
+    if plan.todo or others:
+        print(plan.describe(work.what) + (f"; clearing {len(others)} no longer made"
+                                          if others else ""))  # fmt: skip
+    for name in [*plan.stale, *others]:
+        log.clear(name)
+        if work.clear is not None:
+            work.clear(name)
+    return plan
+
+
 def run_units(work: UnitWork) -> Plan:
     """Runs every unit not recorded with its settings; returns the plan it followed.
 
@@ -68,15 +84,7 @@ def run_units(work: UnitWork) -> Plan:
         UnitFailed: a unit failed every attempt (its error is kept for `evip status`; the
             other units still ran and are recorded).
     """
-    log, plan = CompletionLog(work.folder), plan_units(work)
-    others = sorted(set(log.records()) - set(work.units)) if work.exclusive else []
-    if not plan.todo and not others:
-        return plan
-    print(plan.describe(work.what) + (f"; clearing {len(others)} no longer made" if others else ""))
-    for name in [*plan.stale, *others]:
-        log.clear(name)
-        if work.clear is not None:
-            work.clear(name)
+    log, plan = CompletionLog(work.folder), prepare_units(work)
     todo = [(name, work.settings(name), work.units[name]) for name in plan.todo]
     if not todo:
         return plan

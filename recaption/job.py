@@ -22,6 +22,7 @@ from pipelines.layout import shard_name, shard_of
 from pipelines.outputs import kept_shards_in
 from pipelines.records import kept_count, kept_keys
 from pipelines.schema import CAPTION
+from pipelines.units import UnitWork, prepare_units
 from recaption.options import CleaningOptions, RecaptionJobOptions, TeacherOptions
 from recaption.stages import OUTPUT_COLUMNS, Caption, Preprocess, read_shard
 from recaption.subset import CaptionSubset, caption_subset
@@ -148,7 +149,8 @@ class RecaptionJob:
 
     def plan(self, raw_url: str, filtered_url: str, out_url: str,
              subset: CaptionSubset | None = None) -> tuple[Plan, dict, dict]:  # fmt: skip
-        """(plan over the keep-lists' shards, {shard: ShardWork} to caption, {unit: settings}).
+        """(plan over the keep-lists' shards, {shard: ShardWork} to caption, {unit: settings});
+        stale captions, and those of shards no longer kept, are cleared (record, then file).
 
         Each shard's settings are `caption_settings`: another teacher, prompt, cleaning or
         subset redoes every shard, another keep-list or download only its own.
@@ -159,8 +161,9 @@ class RecaptionJob:
         settings = {shard_name(s): caption_settings(self.teacher, self.cleaning, raw_url,
                                                     filtered_url, shard_name(s), subset)
                     for s in shards}  # fmt: skip
-        log = CompletionLog(out_url)
-        plan = log.plan(list(settings), settings.__getitem__)
+        plan = prepare_units(UnitWork(
+            out_url, "recaption", dict.fromkeys(settings), settings.__getitem__, exclusive=True,
+            clear=lambda unit: storage.remove(storage.join(out_url, f"{unit}.parquet"))))
         work = {}
         for unit in plan.todo:
             shard = int(unit)
@@ -187,12 +190,6 @@ class RecaptionJob:
         subset = caption_subset(self.job, filtered_url)
         plan, work, settings = self.plan(raw_url, filtered_url, out_url, subset)
         log = CompletionLog(out_url)
-        for unit in [u for u, r in log.records().items()
-                     if u not in settings or r["settings_hash"] != settings_hash(settings[u])]:
-            log.clear(unit)
-            storage.remove(storage.join(out_url, f"{unit}.parquet"))
-        if plan.todo:
-            print(plan.describe("recaption"))
         start, images, kept, reasons = time.perf_counter(), 0, 0, Counter()
         for w in [w for w in work.values() if w.expected == 0]:
             write_sealed(log, out_url, w.shard, [], settings[shard_name(w.shard)])
