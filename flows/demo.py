@@ -43,7 +43,7 @@ def written_by_the_demo(config: RunConfig, source: str) -> bool:
 
 def demo_probe(config: RunConfig, layout: RunLayout) -> str | None:
     """The probe the demo draws from its synthetic web (None without one)."""
-    return None if config.synthetic_web is None else layout.path("eval", "probe")
+    return None if config.synthetic_web is None else layout.probe()
 
 
 def _instructions(config: RunConfig, layout: RunLayout) -> None:

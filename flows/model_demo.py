@@ -100,4 +100,4 @@ def run_model_demo(config: RunConfig, max_visual_tokens: int = 1280) -> dict:
     )
     if not (same_hf and same_official):
         raise RuntimeError("a checkpoint did not reload exactly")
-    return {"captions": captions, "checkpoint": storage.join(layout.checkpoints(), "init")}
+    return {"captions": captions, "checkpoint": layout.init_checkpoint()}

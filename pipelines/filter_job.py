@@ -139,7 +139,7 @@ def filter_sources(layout: RunLayout, sources: list[str], options: FilterOptions
         rows = sum(r["covered"].get("rows", 0) for rs in records for r in rs.values())
         buckets = bucket_count(rows, rows_per_bucket)
     groups = [units[i : i + shards_per_task] for i in range(0, len(units), shards_per_task)]
-    scratch = storage.join(layout.path("filtered"), "_shuffle")
+    scratch = layout.filter_scratch()
     storage.remove(scratch)
 
     def files(phase, count):

@@ -108,12 +108,37 @@ class RunLayout:
         """A stage's webdataset shard `name` (shard-NNNNNN)."""
         return storage.join(self.stages(stage), f"{name}.tar")
 
-    def checkpoints(self) -> str:
-        return self.path("checkpoints")
+    def checkpoints(self, stage: str | None = None) -> str:
+        """Every checkpoint's record (`init`, each stage's `final`); a stage's own folder."""
+        return self.path("checkpoints", stage) if stage else self.path("checkpoints")
+
+    def init_checkpoint(self) -> str:
+        """The untrained Mono-InternVL built from the start LLM (`evip model`)."""
+        return self.path("checkpoints", "init")
+
+    def train_runs(self) -> str:
+        """Ray Train's storage: one run per stage and settings, its checkpoints inside."""
+        return self.path("train")
+
+    def instructions(self) -> str:
+        """Instruction data the run makes itself (the demo's S2 conversations)."""
+        return self.path("instructions")
+
+    def probe(self) -> str:
+        """The held-out probe the run draws itself (the demo's)."""
+        return self.path("eval", "probe")
+
+    def evaluations(self) -> str:
+        """Every checkpoint's held-out figures and their records."""
+        return self.path("reports", "eval")
+
+    def filter_scratch(self) -> str:
+        """The filter's shuffle buckets while it deduplicates across sources."""
+        return self.path("filtered", "_shuffle")
 
     def stage_checkpoint(self, stage: str, name: str = "final") -> str:
         """A stage's exported weights: `final`, or a data milestone's folder."""
-        return self.path("checkpoints", stage, name)
+        return storage.join(self.checkpoints(stage), name)
 
     def llm(self) -> str:
         return self.path("llm")

@@ -22,7 +22,7 @@ class Recaption(Step):
         return None if kept is None else kept.keep_list_units()
 
     def settings(self, config, layout, source, unit):
-        if not storage.exists(storage.join(layout.filtered(source), f"{unit}.parquet")):
+        if not storage.exists(layout.keep_list(source, int(unit))):
             return None  # a shard no keep-list has (any more)
         subset = caption_subset(config.recaption, layout.filtered(source))  # as the job draws it
         return caption_settings(config.teacher, config.cleaning, layout.raw(source),

@@ -24,7 +24,7 @@ class Evaluate(Step):
     settings_per_unit = True
 
     def folder(self, config, layout, source):
-        return layout.path("reports", "eval")
+        return layout.evaluations()
 
     def units(self, config, layout, source):
         from pipelines.evaluate.campaign import campaign_checkpoints

@@ -42,7 +42,7 @@ class Train(Step):
         from pipelines.train.job import train_curriculum
 
         layout = RunLayout(config.run_root)
-        init = storage.join(layout.checkpoints(), "init")
+        init = layout.init_checkpoint()
         if config.train.stages and checkpoint(init).record is None:
             raise NotReadyError(f"train: no start checkpoint {init}: run `evip model` first (it "
                                 "builds Mono-InternVL from model.llm_path)")  # fmt: skip

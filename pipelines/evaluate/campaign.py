@@ -17,7 +17,7 @@ def campaign_checkpoints(layout: RunLayout, train: TrainOptions) -> list[dict]:
     """[{"name", "stage", "step", "weights"}] in campaign order: init, then per stage its
     milestones and its final (named after the stage)."""
     out = [{"name": "init", "stage": "init", "step": 0,
-            "weights": storage.join(layout.checkpoints(), "init")}]  # fmt: skip
+            "weights": layout.init_checkpoint()}]  # fmt: skip
     for stage in train.stages:
         for step in stage.milestone_steps():
             last = step == stage.steps
@@ -54,7 +54,7 @@ def evaluate_campaign(layout: RunLayout, train: TrainOptions, probe: str,
     from pipelines.evaluate.evaluate import load_probe, truth_of
 
     checkpoints = campaign_checkpoints(layout, train)
-    folder = layout.path("reports", "eval")
+    folder = layout.evaluations()
     figures = evaluate_checkpoints(folder, {c["name"]: c["weights"] for c in checkpoints}, probe,
                                    options)  # fmt: skip
     rows, _ = load_probe(probe, options)

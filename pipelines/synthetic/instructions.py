@@ -38,7 +38,7 @@ def conversation_for(meta: dict) -> list[dict] | None:
 def _shard(shared, shard: int) -> int:
     root, source = shared
     layout = RunLayout(root)
-    folder = storage.join(layout.path("instructions"), source)
+    folder = storage.join(layout.instructions(), source)
     rows = []
     for sample in iter_kept_samples(layout.raw_folder(source).shard(shard, "tar"),
                                     layout.keep_list(source, shard)):  # fmt: skip
@@ -63,6 +63,6 @@ def write_demo_instructions(layout: RunLayout, source: str, shards: list[int]) -
                                            "annotation": f"{source}/{shard_name(s)}.jsonl",
                                            "repeat_time": 1, "length": counts[s]}
             for s in shards}  # fmt: skip
-    url = storage.join(layout.path("instructions"), "meta.json")
+    url = storage.join(layout.instructions(), "meta.json")
     storage.write_json(meta, url)
     return url

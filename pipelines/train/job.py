@@ -75,7 +75,7 @@ def clear_stale_milestones(layout: RunLayout, stage: TrainStage, settings: dict)
     Returns:
         the names of the folders removed.
     """
-    folder = storage.join(layout.checkpoints(), stage.name)
+    folder = layout.checkpoints(stage.name)
     log = CompletionLog(folder)
     wanted = {milestone_name(step): {**settings, "milestone": step}
               for step in stage.milestone_steps()[:-1]}  # fmt: skip
@@ -104,11 +104,11 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
 
     from pipelines.train.loop import train_loop
 
-    folder, final = layout.path("checkpoints", stage.name), layout.stage_checkpoint(stage.name)
+    folder, final = layout.checkpoints(stage.name), layout.stage_checkpoint(stage.name)
     use_gpu = _use_gpu(options)
     settings = stage_settings(layout, options, stage, start, use_gpu)
     record = stage_record_settings(settings, stage)
-    logs = layout.path("reports", "train", stage.name)
+    logs = layout.train_logs(stage.name)
     milestones = [{"step": step,
                    "weights": layout.stage_checkpoint(stage.name, milestone_name(step))}
                   for step in stage.milestone_steps()[:-1]]  # fmt: skip
@@ -164,7 +164,7 @@ def _use_gpu(options: TrainOptions) -> bool:
 
 def _train_storage(layout: RunLayout) -> str:
     """Ray Train's storage for the run's checkpoints (a local folder or the run's object store)."""
-    url = layout.path("train")
+    url = layout.train_runs()
     if storage.is_local(url):
         storage.makedirs(url)
     return url
@@ -174,7 +174,7 @@ def stage_start(layout: RunLayout, options: TrainOptions, name: str) -> str:
     """The checkpoint stage `name` starts from: the previous stage's final, the first `init`."""
     names = [stage.name for stage in options.stages]
     index = names.index(name)
-    return (storage.join(layout.checkpoints(), "init") if index == 0
+    return (layout.init_checkpoint() if index == 0
             else layout.stage_checkpoint(names[index - 1]))  # fmt: skip
 
 

@@ -110,7 +110,7 @@ def s11(run, ray_local):
 @pytest.mark.slow
 def test_a_stage_trains_only_its_groups_and_hands_off_a_final_checkpoint(run, s11):
     layout, (stage, report) = run, s11
-    start, final = storage.join(layout.checkpoints(), "init"), report["final"]
+    start, final = layout.init_checkpoint(), report["final"]
     assert report["metrics"]["step"] == 4
     _losses(report)
     before, after = _weights(Path(start)), _weights(Path(final))
@@ -174,7 +174,7 @@ def test_a_killed_worker_is_restarted_and_the_stage_completes(run, ray_local, tm
     stage = _stage("S1.1", ["patch_embed", "visual_ffn"], zero=2, steps=24)
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(
-        report=_train(layout, stage, storage.join(layout.checkpoints(), "init"))))
+        report=_train(layout, stage, layout.init_checkpoint())))
     thread.start()
     snapshot = tmp_path / "run" / "train"
     deadline = time.time() + 300
