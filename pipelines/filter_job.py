@@ -33,11 +33,11 @@ from pipelines.dedup import (
     split,
     unit_of,
 )
-from pipelines.download import complete_shards, shard_metadata
+from pipelines.download import shard_metadata
 from pipelines.download_report import failure_reason
 from pipelines.filter import FilterOptions, verdicts
 from pipelines.layout import RunLayout, shard_name
-from pipelines.outputs import FILTER_UNIT
+from pipelines.outputs import FILTER_UNIT, downloaded_shards
 from pipelines.scheduler import releasing_memory
 from pipelines.schema import KEEP_LIST, SUPERSEDED
 from pipelines.shuffle import read_part, write_parts
@@ -88,8 +88,8 @@ def _assemble(layout_root, units, options, group, drop_files, *_after):
 
 
 def filter_settings(layout: RunLayout, sources: list[str], options: FilterOptions) -> dict:
-    inputs = {s: {shard_name(k): r["settings_hash"] for k, r in
-                  ((int(u), r) for u, r in CompletionLog(layout.raw(s)).records().items())}
+    inputs = {s: {shard_name(k): made_with for k, made_with in
+                  downloaded_shards(layout, s).settings_hashes.items()}
               for s in sources}  # fmt: skip
     return {"filter": options.model_dump(), "sources": sources, "inputs": inputs}
 
@@ -130,14 +130,13 @@ def filter_sources(layout: RunLayout, sources: list[str], options: FilterOptions
         log.clear(UNIT)
         for stale in storage.glob(storage.join(layout.filtered(source), "*.parquet")):
             storage.remove(stale)  # keep-lists of another filter run are never mixed with these
+    downloaded = {s: downloaded_shards(layout, s) for s in sources}
     units = list(enumerate((i, s, shard) for i, s in enumerate(sources)
-                           for shard in complete_shards(layout.raw_folder(s))))  # fmt: skip
+                           for shard in downloaded[s].shards))  # fmt: skip
     if not units:
         raise ValueError(f"nothing downloaded to filter in {sources}")
     if buckets is None:
-        records = [CompletionLog(layout.raw(s)).records() for s in sources]
-        rows = sum(r["covered"].get("rows", 0) for rs in records for r in rs.values())
-        buckets = bucket_count(rows, rows_per_bucket)
+        buckets = bucket_count(sum(d.rows for d in downloaded.values()), rows_per_bucket)
     groups = [units[i : i + shards_per_task] for i in range(0, len(units), shards_per_task)]
     scratch = layout.filter_scratch()
     storage.remove(scratch)

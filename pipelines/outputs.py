@@ -20,6 +20,28 @@ from pipelines import storage
 from pipelines.completion import CompletionLog, settings_hash
 from pipelines.layout import RunLayout
 
+
+@dataclass(frozen=True)
+class DownloadedShards:
+    """A source's downloaded shards (first attempts and repairs), as their records say."""
+
+    settings_hashes: dict[int, str]
+    """What each shard was made from, by shard number."""
+    rows: int
+    """Attempts across the shards (rows of their metadata)."""
+
+    @property
+    def shards(self) -> list[int]:
+        return sorted(self.settings_hashes)
+
+
+def downloaded_shards(layout: RunLayout, source: str) -> DownloadedShards:
+    """What the download step has recorded for `source` (no shard yet: empty)."""
+    records = CompletionLog(layout.raw(source)).records()
+    return DownloadedShards({int(u): r["settings_hash"] for u, r in records.items()},
+                            sum(r["covered"].get("rows", 0) for r in records.values()))
+
+
 FILTER_UNIT = "filter"
 """The filter step's record in each source's keep-list folder."""
 
