@@ -123,6 +123,8 @@ class TinyLLMOptions(FrozenOptions):
     """Byte-level BPE vocabulary, trained locally."""
     pretrain_steps: int = Field(0, ge=0)
     """Causal-LM steps on the synthetic web's language before EViP (0: random weights)."""
+    pretrain_lr: float = Field(3e-3, gt=0)
+    """Peak learning rate of that pretraining (one-cycle schedule)."""
     pretrain_length: int = Field(512, gt=0)
     """Tokens per pretraining sequence (texts packed end to end)."""
     pretrain_texts: int = Field(3000, gt=0)

@@ -9,11 +9,19 @@ text-only rows; written as the InternVL meta JSON + LLaVA JSONL that S2 imports.
 from __future__ import annotations
 
 import json
+import zlib
 
 from pipelines import storage
 from pipelines.layout import RunLayout, shard_name
 from pipelines.records import iter_kept_samples
 from pipelines.scheduler import run_bounded
+from pipelines.stages.render import TASK_PROMPTS
+from pipelines.stages.spec import CONCEPT_PROMPT
+
+DESCRIBE = ["What is in this picture?", CONCEPT_PROMPT, TASK_PROMPTS["caption"],
+            "Describe this image."]
+"""How a conversation first asks for the whole scene: as instruction data asks for captions in
+many words, the pretraining stages' prompts among them (the probe asks with S1's)."""
 
 TEXT_ONLY = [("What is a triangle?", "A shape with three straight sides."),
              ("Name a primary colour.", "Red.")]  # fmt: skip
@@ -25,7 +33,8 @@ def conversation_for(meta: dict) -> list[dict] | None:
     if not meta.get("gt_description") or not objects:
         return None
     first = objects[0]
-    talk = [{"from": "human", "value": "<image>\nWhat is in this picture?"},
+    ask = DESCRIBE[zlib.crc32(meta["gt_description"].encode()) % len(DESCRIBE)]
+    talk = [{"from": "human", "value": f"<image>\n{ask}"},
             {"from": "gpt", "value": meta["gt_description"]},
             {"from": "human", "value": f"What colour is the {first['shape']}?"},
             {"from": "gpt", "value": f"It is {first['colour']}."}]  # fmt: skip

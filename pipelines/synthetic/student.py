@@ -97,7 +97,7 @@ def pretrain_student(path: str | Path, options: TinyLLMOptions, seed: int = 0) -
         ids = torch.tensor([stream[i : i + length] for i in starts])
         return {"input_ids": ids, "labels": ids}
 
-    fit(model, batch, options.pretrain_steps, 3e-3, "pretrain student LLM")
+    fit(model, batch, options.pretrain_steps, options.pretrain_lr, "pretrain student LLM")
     model.eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
