@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from model.options import FrozenOptions
 from pipelines import markdown
@@ -125,6 +126,9 @@ class FilterOptions(FrozenOptions):
     """Drop exact duplicate images (same sha256), keeping the first."""
     dedup_urls: bool = True
     """Drop repeated URLs, keeping the first."""
+    cpus_per_task: float = Field(0.5, gt=0)
+    """CPUs each of the filter's Ray tasks reserves (map, the two dedup reduces, assemble);
+    scheduling only: it changes no keep-list."""
 
     def build(self) -> list[SampleFilter]:
         return [

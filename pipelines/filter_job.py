@@ -91,7 +91,8 @@ def filter_settings(layout: RunLayout, sources: list[str], options: FilterOption
     inputs = {s: {shard_name(k): made_with for k, made_with in
                   downloaded_shards(layout, s).settings_hashes.items()}
               for s in sources}  # fmt: skip
-    return {"filter": options.model_dump(), "sources": sources, "inputs": inputs}
+    return {"filter": options.model_dump(exclude={"cpus_per_task"}), "sources": sources,
+            "inputs": inputs}  # fmt: skip
 
 
 def bucket_count(rows: int, rows_per_bucket: int = 50_000) -> int:
@@ -145,7 +146,7 @@ def filter_sources(layout: RunLayout, sources: list[str], options: FilterOptions
         return [storage.join(scratch, phase, f"{i:05d}.arrow") for i in range(count)]
 
     def task(fn):
-        return ray.remote(num_cpus=0.5)(releasing_memory(fn))
+        return ray.remote(num_cpus=options.cpus_per_task)(releasing_memory(fn))
 
     # Each round's tasks take the previous round's task refs only to wait for them.
     samples, images = files("samples", len(groups)), files("images", buckets)

@@ -73,3 +73,14 @@ def test_vectorised_reasons_equal_the_per_sample_rule():
     expected = filter_table(shard, filters)["reason"].to_pylist()
     assert verdicts(shard, filters).to_pylist() == expected
     assert expected[:3] == [None, "download_http_5xx", "download_other"]
+
+
+def test_the_filters_cpus_are_scheduling_not_settings(tmp_path):
+    from pipelines.filter import FilterOptions
+    from pipelines.filter_job import filter_settings
+    from pipelines.layout import RunLayout
+
+    run = RunLayout(tmp_path / "run")
+    wanted = filter_settings(run, ["a"], FilterOptions())
+    assert filter_settings(run, ["a"], FilterOptions(cpus_per_task=2.0)) == wanted
+    assert filter_settings(run, ["a"], FilterOptions(min_side=10)) != wanted
