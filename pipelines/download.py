@@ -11,7 +11,7 @@ retried, and a rerun redoes only shards without a record made with the same sett
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +21,7 @@ from model.options import FrozenOptions
 from pipelines import storage
 from pipelines.completion import CompletionLog, Plan
 from pipelines.layout import RawFolder, shard_name
-from pipelines.units import Resources, UnitWork, plan_units, run_units
+from pipelines.units import Resources, UnitWork, run_units
 
 
 class DownloadOptions(FrozenOptions):
@@ -179,17 +179,14 @@ def download_shards(tasks: list[ShardTask], raw: RawFolder, options: DownloadOpt
         make_downloader: (options, output folder, column list) -> a callable like img2dataset's
             Downloader; img2dataset's by default (benchmarks plug in a fabricated one).
     """
-    units = {shard_name(t.shard): t for t in tasks}
-    work = UnitWork(raw.url, desc, units, lambda unit: settings, _download_shard,
-                    clear=lambda unit: _remove_shard_files(raw, int(unit)),
-                    resources=Resources(options.cpus_per_task, max_in_flight=options.max_in_flight,
-                                        retries=options.shard_retries))  # fmt: skip
-    plan = plan_units(work)
-    if not plan.todo:
-        return plan  # nothing to do: no downloader is made
     make_downloader = make_downloader or _img2dataset_downloader
-    downloader = make_downloader(options, raw.url, column_list(tasks[0].pieces[0][0]))
-    return run_units(replace(work, shared=(downloader, raw.url)))
+    columns = column_list(tasks[0].pieces[0][0]) if tasks else []
+    return run_units(UnitWork(
+        raw.url, desc, {shard_name(t.shard): t for t in tasks}, lambda unit: settings,
+        _download_shard, shared=(make_downloader(options, raw.url, columns), raw.url),
+        clear=lambda unit: _remove_shard_files(raw, int(unit)),
+        resources=Resources(options.cpus_per_task, max_in_flight=options.max_in_flight,
+                            retries=options.shard_retries)))  # fmt: skip
 
 
 def complete_shards(raw: RawFolder) -> list[int]:
