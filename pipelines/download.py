@@ -21,6 +21,7 @@ from model.options import FrozenOptions
 from pipelines import storage
 from pipelines.completion import CompletionLog, Plan
 from pipelines.layout import RawFolder, shard_name
+from pipelines.outputs import downloaded_shards_in
 from pipelines.units import Resources, UnitWork, run_units
 
 
@@ -191,7 +192,7 @@ def download_shards(tasks: list[ShardTask], raw: RawFolder, options: DownloadOpt
 
 def complete_shards(raw: RawFolder) -> list[int]:
     """Shards of the folder that have a completion record."""
-    return sorted(int(unit) for unit in CompletionLog(raw.url).records())
+    return downloaded_shards_in(raw.url).shards
 
 
 def download_table(table: pa.Table, output_folder: str, options: DownloadOptions) -> dict:

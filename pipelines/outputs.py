@@ -37,7 +37,12 @@ class DownloadedShards:
 
 def downloaded_shards(layout: RunLayout, source: str) -> DownloadedShards:
     """What the download step has recorded for `source` (no shard yet: empty)."""
-    records = CompletionLog(layout.raw(source)).records()
+    return downloaded_shards_in(layout.raw(source))
+
+
+def downloaded_shards_in(folder: str) -> DownloadedShards:
+    """What the download step has recorded in the raw folder `folder`."""
+    records = CompletionLog(folder).records()
     return DownloadedShards({int(u): r["settings_hash"] for u, r in records.items()},
                             sum(r["covered"].get("rows", 0) for r in records.values()))
 
