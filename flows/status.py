@@ -16,14 +16,13 @@ from pipelines.markdown import table
 def step_status(step: Step, config: RunConfig, layout: RunLayout, source: str | None) -> dict:
     """How far one step is for one source (or the run)."""
     log = CompletionLog(step.records_folder(config, layout, source))
-    records, units = log.records(), step.units(config, layout, source)
+    records, units = log.records(), step.unit_settings(config, layout, source)
     complete, stale, changed = 0, 0, set()
-    shared = None if step.settings_per_unit else step.settings(config, layout, source, None)
     for unit in units if units is not None else sorted(records):
         record = records.get(unit)
         if record is None:
             continue
-        wanted = step.settings(config, layout, source, unit) if step.settings_per_unit else shared
+        wanted = None if units is None else units[unit]
         if wanted is not None and record["settings_hash"] == settings_hash(wanted):
             complete += 1
         else:
@@ -38,11 +37,36 @@ def step_status(step: Step, config: RunConfig, layout: RunLayout, source: str | 
 
 def run_status(config: RunConfig) -> list[dict]:
     layout = RunLayout(config.run_root)
-    return [step_status(step, config, layout, source)
+    rows = [step_status(step, config, layout, source)
             for step in step_table.STEPS for source in step.sources(config)]  # fmt: skip
+    return chain_upstream(rows, {step.name: step for step in step_table.STEPS})
+
+
+def _complete(row: dict) -> bool:
+    return not row["stale"] and row["total"] is not None and row["complete"] == row["total"]
+
+
+def chain_upstream(rows: list[dict], steps: dict[str, Step]) -> list[dict]:
+    """Sets each row's `upstream`: the first step it reads from, directly or not, that is not
+    complete (None when all are). Settings chain by content, so a complete step after one that
+    is not may still be redone when that one is: its records match inputs that may change. A
+    per-source step reads its own source's rows; a run-wide one every source's."""
+    seen: dict[str, list[dict]] = {}
+    for row in rows:
+        step = steps[row["step"]]
+        inputs = [r for name in step.inputs for r in seen.get(name, [])
+                  if not step.per_source or r["source"] in (row["source"], "(run)")]  # fmt: skip
+        row["upstream"] = next((r["waits_on"] for r in inputs if r["waits_on"]), None)
+        row["waits_on"] = row["upstream"] or (None if _complete(row) else row["step"])
+        seen.setdefault(row["step"], []).append(row)
+    for row in rows:
+        del row["waits_on"]
+    return rows
 
 
 def _state(row: dict) -> str:
+    if _complete(row) and row.get("upstream"):
+        return f"complete, but {row['upstream']} is not: a rerun may redo it"
     if row["stale"]:
         changed = ", ".join(row["changed"][:4]) or "?"
         return f"{row['stale']} made with other settings ({changed}): rerun redoes them"

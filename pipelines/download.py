@@ -19,7 +19,7 @@ from pydantic import Field
 
 from model.options import FrozenOptions
 from pipelines import storage
-from pipelines.completion import CompletionLog, Plan
+from pipelines.completion import CompletionLog, Plan, table_hash
 from pipelines.layout import RawFolder, shard_name
 from pipelines.outputs import downloaded_shards_in
 from pipelines.units import Resources, UnitWork, run_units
@@ -84,9 +84,13 @@ OUTPUT_SETTINGS = ("image_size", "resize_mode", "samples_per_shard", "min_image_
                    "max_image_area", "disallowed_header_directives", "timeout")  # fmt: skip
 
 
-def download_settings(options: DownloadOptions, plan: dict) -> dict:
-    """What a download shard's completion record keeps: output options and the plan it read."""
-    return {"download": {k: getattr(options, k) for k in OUTPUT_SETTINGS}, "plan": plan}
+def shard_settings(options: DownloadOptions, task: ShardTask, contents: dict[str, str]) -> dict:
+    """What one download shard is made from: the output options and, piece by piece, the content
+    of the file it reads (`contents`: URL -> content hash, never the place) and the rows it
+    takes. So a new source file downloads its own shards only, and an edited one only the shards
+    that read it."""
+    return {"download": {k: getattr(options, k) for k in OUTPUT_SETTINGS},
+            "pieces": [[contents[url], first, rows] for url, first, rows in task.pieces]}
 
 
 @dataclass(frozen=True)
@@ -172,18 +176,21 @@ def _remove_shard_files(raw: RawFolder, shard: int) -> None:
 
 
 def download_shards(tasks: list[ShardTask], raw: RawFolder, options: DownloadOptions,
-                    settings: dict, desc: str = "download shards",
+                    contents: dict[str, str], desc: str = "download shards",
                     make_downloader=None) -> Plan:  # fmt: skip
-    """Downloads every task whose shard has no record made with `settings`; returns the plan.
+    """Downloads every task whose shard has no record made with its `shard_settings`; returns
+    the plan.
 
     Args:
+        contents: input file URL -> its content hash, for every file the tasks read.
         make_downloader: (options, output folder, column list) -> a callable like img2dataset's
             Downloader; img2dataset's by default (benchmarks plug in a fabricated one).
     """
     make_downloader = make_downloader or _img2dataset_downloader
     columns = column_list(tasks[0].pieces[0][0]) if tasks else []
+    units = {shard_name(t.shard): t for t in tasks}
     return run_units(UnitWork(
-        raw.url, desc, {shard_name(t.shard): t for t in tasks}, lambda unit: settings,
+        raw.url, desc, units, lambda unit: shard_settings(options, units[unit], contents),
         _download_shard, shared=(make_downloader(options, raw.url, columns), raw.url),
         clear=lambda unit: _remove_shard_files(raw, int(unit)),
         resources=Resources(options.cpus_per_task, max_in_flight=options.max_in_flight,
@@ -210,7 +217,8 @@ def download_table(table: pa.Table, output_folder: str, options: DownloadOptions
         storage.write_parquet(table, plan_file)
     rows = storage.parquet_rows(plan_file)
     tasks = shard_tasks([(plan_file, rows)], 0, options.samples_per_shard)
-    plan = download_shards(tasks, raw, options, download_settings(options, {"rows": rows}))
+    contents = {plan_file: table_hash(storage.read_parquet(plan_file))}
+    plan = download_shards(tasks, raw, options, contents)
     return {"shards": len(plan.todo), "skipped": len(plan.done)}
 
 

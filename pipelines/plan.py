@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 from pipelines import storage
-from pipelines.completion import CompletionLog, settings_hash, table_hash
+from pipelines.completion import CompletionLog, table_hash
 from pipelines.layout import RawFolder, shard_name
 from pipelines.sources import SourceOptions, read_source_file, validate_source
 from pipelines.units import Resources, UnitWork, run_units
@@ -57,11 +57,11 @@ def planned(raw: RawFolder, files: int) -> dict | None:
     """What the plan records of a source say (None while a file is not planned yet).
 
     Returns:
-        {"inputs": [(plan file URL, rows)] in file order, "dropped": {reason: rows},
-         "id": {"hash", "rows"}: what identifies this plan in download records}.
+        {"inputs": [(plan file URL, rows)] in file order, "dropped": {reason: rows}, "rows",
+         "contents": {plan file URL: its rows' content hash}: what download shards chain to}.
     """
     log = CompletionLog(raw.plan())
-    inputs, dropped, hashes = [], Counter(), []
+    inputs, dropped, contents = [], Counter(), {}
     for index in range(files):
         record = log.read(shard_name(index))
         if record is None:
@@ -70,7 +70,6 @@ def planned(raw: RawFolder, files: int) -> dict | None:
         dropped.update(record["covered"]["dropped"])
         # By content: a source file moved or renamed (or the run root copied elsewhere) is
         # planned again but downloads nothing again.
-        hashes.append(record["covered"]["content"])
-    rows = sum(n for _, n in inputs)
-    return {"inputs": inputs, "dropped": dict(dropped),
-            "id": {"hash": settings_hash(hashes), "rows": rows}}  # fmt: skip
+        contents[raw.plan_file(index)] = record["covered"]["content"]
+    return {"inputs": inputs, "dropped": dict(dropped), "rows": sum(n for _, n in inputs),
+            "contents": contents}  # fmt: skip

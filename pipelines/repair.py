@@ -13,8 +13,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import storage
-from pipelines.completion import CompletionLog
-from pipelines.download import DownloadOptions, download_shards, shard_metadata, shard_tasks
+from pipelines.completion import CompletionLog, table_hash
+from pipelines.download import (
+    DownloadOptions,
+    ShardTask,
+    download_shards,
+    shard_metadata,
+    shard_tasks,
+)
 from pipelines.download_report import is_retryable
 from pipelines.layout import RawFolder, shard_name
 from pipelines.schema import ATTEMPT_COLUMNS
@@ -36,36 +42,52 @@ def _plan_shard(shared, shard: int) -> dict:
     rows = retry_rows(shard_metadata(raw, shard))
     if rows.num_rows:
         storage.write_parquet(rows, raw.repair_input(round_number, shard))
-    return {"rows": rows.num_rows}
+    return {"rows": rows.num_rows, "content": table_hash(rows)}
 
 
-def repair_round(raw: RawFolder, options: DownloadOptions, settings: dict, round_number: int,
+def repair_tasks(record: dict, options: DownloadOptions) -> list[ShardTask]:
+    """The download shards of a repair round, from its `round` record."""
+    inputs = [tuple(i) for i in record["covered"]["inputs"]]
+    start = record["settings"]["start"]
+    return shard_tasks(inputs, start, options.samples_per_shard, across_files=True)
+
+
+def repair_round(raw: RawFolder, options: DownloadOptions, round_number: int,
                  previous: list[int], start: int, make_downloader=None) -> dict:  # fmt: skip
     """One repair round over the shards of the round before; new shards numbered from `start`.
+
+    What a round retries is chained to the content of the shards it reads (their records'
+    settings), so a shard downloaded again is planned again and an untouched one is not.
 
     Returns:
         {"round", "retried": samples attempted again, "recovered": of them now downloaded,
          "shards": the round's new shard numbers}.
     """
-    log = CompletionLog(raw.repair(round_number))
-    round_settings = {**settings, "round": round_number, "previous": previous, "start": start}
+    log, downloads = CompletionLog(raw.repair(round_number)), CompletionLog(raw.url)
+    made_with = {shard_name(s): downloads.read(shard_name(s))["settings_hash"] for s in previous}
+    round_settings = {"round": round_number, "start": start, "previous": made_with}
     record = log.read("round")
     if record is None or not log.is_complete("round", round_settings):
         run_units(UnitWork(log.folder, f"plan repair {round_number} shards",
-                           {shard_name(s): s for s in previous}, lambda unit: round_settings,
+                           {shard_name(s): s for s in previous},
+                           lambda unit: {"round": round_number, "made_with": made_with[unit]},
                            _plan_shard, shared=(raw.url, round_number),
+                           clear=lambda unit: storage.remove(raw.repair_input(round_number,
+                                                                              int(unit))),
                            resources=Resources(options.cpus_per_task,
                                                max_in_flight=options.max_in_flight)))  # fmt: skip
-        inputs = []
+        inputs, contents = [], {}
         for shard in previous:
-            rows = log.read(shard_name(shard))["covered"]["rows"]
-            if rows:
-                inputs.append((raw.repair_input(round_number, shard), rows))
-        record = log.write("round", round_settings, {"inputs": inputs})
-    inputs = [tuple(i) for i in record["covered"]["inputs"]]
-    tasks = shard_tasks(inputs, start, options.samples_per_shard, across_files=True)
-    download_shards(tasks, raw, options, settings, desc=f"repair {round_number} shards",
-                    make_downloader=make_downloader)  # fmt: skip
+            covered = log.read(shard_name(shard))["covered"]
+            if covered["rows"]:
+                url = raw.repair_input(round_number, shard)
+                inputs.append((url, covered["rows"]))
+                contents[url] = covered["content"]
+        record = log.write("round", round_settings, {"inputs": inputs, "contents": contents})
+    inputs = record["covered"]["inputs"]
+    tasks = repair_tasks(record, options)
+    download_shards(tasks, raw, options, record["covered"]["contents"],
+                    desc=f"repair {round_number} shards", make_downloader=make_downloader)
     shards = [t.shard for t in tasks]
     recovered = sum(storage.read_json(raw.shard(s, "_stats.json"))["successes"] for s in shards)
     return {"round": round_number, "retried": sum(n for _, n in inputs), "recovered": recovered,

@@ -31,6 +31,8 @@ class Step:
     """Whether units have settings of their own (else `settings` is asked once)."""
     runs: bool = True
     """False for a step another one runs (`download` plans first)."""
+    inputs: tuple[str, ...] = ()
+    """Steps whose outputs this one reads: it is only as current as they are (`evip status`)."""
 
     def folder(self, config: RunConfig, layout: RunLayout, source: str | None) -> str:
         """Where the step's completion records are (for `source`, or the run)."""
@@ -44,6 +46,18 @@ class Step:
                  unit: str | None) -> dict | None:  # fmt: skip
         """Settings unit `unit` must be recorded with; None while unknown."""
         raise NotImplementedError
+
+    def unit_settings(self, config: RunConfig, layout: RunLayout,
+                      source: str | None) -> dict[str, dict | None] | None:  # fmt: skip
+        """Every unit -> its `settings` (what `evip status` compares records with); a step with
+        many units whose settings share work (download shards) gives them all at once."""
+        units = self.units(config, layout, source)
+        if units is None:
+            return None
+        if not self.settings_per_unit:
+            shared = self.settings(config, layout, source, None)
+            return dict.fromkeys(units, shared)
+        return {unit: self.settings(config, layout, source, unit) for unit in units}
 
     def run(self, config: RunConfig, source: str | None, upstream: list) -> dict | list[dict]:
         """Does the step's work for `source` (or the run); `upstream`: the previous step's

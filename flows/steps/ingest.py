@@ -3,15 +3,11 @@ and deduplicate every source together."""
 
 from __future__ import annotations
 
-import math
-
 from flows.steps.base import Step, source_options
-from pipelines.completion import CompletionLog
-from pipelines.download import download_settings
 from pipelines.filter_job import filter_settings
 from pipelines.layout import shard_name
 from pipelines.outputs import FILTER_UNIT
-from pipelines.plan import plan_settings, planned
+from pipelines.plan import plan_settings
 from pipelines.sources import SourceError, source_files
 
 
@@ -49,33 +45,27 @@ class Plan(Step):
 
 class Download(Step):
     name, command = "download", "ingest"
+    inputs = ("plan",)
     doc = "plan, download (img2dataset on Ray) and repair one source"
     per_source, needs_web = True, True
 
     def folder(self, config, layout, source):
         return layout.raw(source)
 
-    def _plan(self, config, layout, source) -> dict | None:
+    def unit_settings(self, config, layout, source):
+        from pipelines.ingest import download_units
+
         files = _source_files(config, source)
-        return None if files is None else planned(layout.raw_folder(source), len(files))
+        return None if files is None else download_units(source_options(config, source),
+                                                         config.download, layout, files)
 
     def units(self, config, layout, source):
-        plan = self._plan(config, layout, source)
-        if plan is None:
-            return None
-        per_shard = config.download.samples_per_shard
-        count = sum(math.ceil(rows / per_shard) for _, rows in plan["inputs"])
-        for round_number in range(1, config.download.repair_rounds + 1):
-            record = CompletionLog(layout.raw_folder(source).repair(round_number)).read("round")
-            if record is None:
-                return None
-            rows = sum(n for _, n in record["covered"]["inputs"])
-            count += math.ceil(rows / per_shard)
-        return [shard_name(s) for s in range(count)]
+        units = self.unit_settings(config, layout, source)
+        return None if units is None else list(units)
 
     def settings(self, config, layout, source, unit):
-        plan = self._plan(config, layout, source)
-        return None if plan is None else download_settings(config.download, plan["id"])
+        units = self.unit_settings(config, layout, source)
+        return None if units is None else units.get(unit)
 
     def run(self, config, source, upstream):
         from flows.ingest import download_one
@@ -85,6 +75,7 @@ class Download(Step):
 
 class Filter(Step):
     name, command = "filter", "ingest"
+    inputs = ("download",)
     doc = "filter every source and deduplicate across them (Ray, hash buckets)"
 
     def folder(self, config, layout, source):
