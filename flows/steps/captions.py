@@ -11,6 +11,7 @@ from recaption.subset import caption_subset
 
 class Recaption(Step):
     name, command = "recaption", "recaption"
+    inputs = ("filter",)
     doc = "caption each kept image with the teacher (Ray Data actors)"
     per_source, settings_per_unit = True, True
 

@@ -19,6 +19,7 @@ def probe_url(config, layout) -> str | None:
 
 class Evaluate(Step):
     name, command = "evaluate", "evaluate"
+    inputs = ("model", "train")
     doc = ("held-out loss, caption/grounding accuracy and text perplexity of every checkpoint "
            "(Ray tasks)")  # fmt: skip
     settings_per_unit = True

@@ -11,6 +11,7 @@ from pipelines.outputs import kept_shards
 
 class Stages(Step):
     name, command = "stages", "stages"
+    inputs = ("filter", "recaption")
     doc = "build each curriculum stage's webdataset shards (Ray tasks)"
     settings_per_unit = True
 

@@ -13,6 +13,7 @@ from pipelines.outputs import checkpoint, stage_manifest
 
 class Train(Step):
     name, command = "train", "train"
+    inputs = ("stages", "model")
     doc = "train each curriculum stage from the last one's final weights (Ray Train + DeepSpeed)"
     settings_per_unit = True
 

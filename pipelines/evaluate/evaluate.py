@@ -49,10 +49,14 @@ class EvalOptions(FrozenOptions):
     """CPUs of each evaluation task (one per checkpoint)."""
 
 
+PROBE_FILES = ("images.parquet", "text.parquet")
+"""A probe folder: drawn or photographed images with their truth, and held-out prose."""
+
+
 def load_probe(url: str, options: EvalOptions) -> tuple[list[dict], list[str]]:
     """(image rows, prose) of the probe, cut to the configured sizes."""
-    images = storage.read_parquet(storage.join(url, "images.parquet")).to_pylist()
-    texts = storage.read_parquet(storage.join(url, "text.parquet")).column("text").to_pylist()
+    images = storage.read_parquet(storage.join(url, PROBE_FILES[0])).to_pylist()
+    texts = storage.read_parquet(storage.join(url, PROBE_FILES[1])).column("text").to_pylist()
     return images[: options.images], texts[: options.texts]
 
 

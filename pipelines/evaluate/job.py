@@ -8,18 +8,24 @@ not redone.
 from __future__ import annotations
 
 from pipelines import storage
-from pipelines.evaluate.evaluate import EvalOptions, evaluate_weights
+from pipelines.evaluate.evaluate import PROBE_FILES, EvalOptions, evaluate_weights
 from pipelines.outputs import checkpoint
 from pipelines.units import Resources, UnitWork, run_units
 
 
 def evaluation_settings(weights: str, probe: str, options: EvalOptions) -> dict | None:
-    """What an evaluation's figures are made from; None while the weights are not complete."""
+    """What an evaluation's figures are made from, by content not place (a run root copied
+    elsewhere evaluates nothing again): what made the weights, the probe's files (size and
+    version) and the options; None while the weights are not complete."""
     made_with = checkpoint(weights).settings_hash
-    if made_with is None:
+    if made_with is None or not probe_exists(probe):
         return None
-    return {"weights": weights, "made_with": made_with, "probe": probe,
-            "options": options.model_dump(mode="json")}  # fmt: skip
+    files = {name: storage.fingerprint(storage.join(probe, name)) for name in PROBE_FILES}
+    return {"made_with": made_with, "probe": files, "options": options.model_dump(mode="json")}
+
+
+def probe_exists(probe: str) -> bool:
+    return all(storage.exists(storage.join(probe, name)) for name in PROBE_FILES)
 
 
 def evaluate_checkpoints(folder: str, checkpoints: dict[str, str], probe: str,
@@ -29,6 +35,8 @@ def evaluate_checkpoints(folder: str, checkpoints: dict[str, str], probe: str,
     Results are recorded in `folder` under each name; a name whose record matches its weights
     and options is read back instead of evaluated again.
     """
+    if not probe_exists(probe):
+        raise FileNotFoundError(f"evaluate: probe {probe} lacks one of {PROBE_FILES}")
     settings = {name: evaluation_settings(url, probe, options)
                 for name, url in checkpoints.items()}  # fmt: skip
     missing = [checkpoints[name] for name, wanted in settings.items() if wanted is None]

@@ -9,7 +9,7 @@ import yaml
 
 from flows.cli import main
 from flows.config import RunConfig, dump_run_config
-from flows.status import run_status, status_table
+from flows.status import chain_upstream, run_status, status_table
 from flows.steps import STEPS, run_step
 from pipelines import storage
 from pipelines.completion import CompletionLog
@@ -42,6 +42,27 @@ def test_status_of_the_demo_before_its_first_run_shows_nothing_done(tmp_path, ca
     table = capsys.readouterr().out
     assert "| plan | synthetic | 0 / ? | waiting for earlier steps | - |" in table
     assert "| model | (run) | 0 / 2 | not started | - |" in table
+
+
+def test_a_complete_step_after_one_that_is_not_says_a_rerun_may_redo_it():
+    def row(step, source, complete=1, total=1):
+        return {"step": step, "source": source, "complete": complete, "total": total,
+                "stale": 0, "changed": [], "error": None}  # fmt: skip
+
+    rows = [row("plan", "a"), row("plan", "b"), row("download", "a"),
+            row("download", "b", complete=1, total=2), row("filter", "a"), row("filter", "b"),
+            row("recaption", "a"), row("stages", "(run)"), row("model", "(run)"),
+            row("train", "(run)"), row("evaluate", "(run)")]  # fmt: skip
+    rows = chain_upstream(rows, STEP)
+    upstream = {(r["step"], r["source"]): r["upstream"] for r in rows}
+    assert upstream[("download", "a")] is None and upstream[("model", "(run)")] is None
+    # The filter deduplicates across sources: source a's rows wait on b's download too.
+    for key in [("filter", "a"), ("recaption", "a"), ("stages", "(run)"), ("train", "(run)"),
+                ("evaluate", "(run)")]:  # fmt: skip
+        assert upstream[key] == "download", key
+    table = status_table(rows)
+    assert "| train | (run) | 1 / 1 | complete, but download is not: a rerun may redo it |" in table
+    assert "| download | b | 1 / 2 | in progress |" in table
 
 
 @pytest.mark.slow

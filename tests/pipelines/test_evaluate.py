@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import torch
 
 from model.build import build_model
@@ -76,6 +78,13 @@ def test_checkpoints_are_evaluated_in_ray_tasks_and_recorded(tmp_path, ray_local
     written = (tmp_path / "reports" / "eval" / "a.json").stat().st_mtime_ns
     assert evaluate_checkpoints(folder, wanted, probe, eval_options) == figures
     assert (tmp_path / "reports" / "eval" / "a.json").stat().st_mtime_ns == written  # read back
+    # By content: the same weights and probe copied elsewhere (a copied run root) are read back.
+    shutil.copytree(tmp_path / "checkpoints", tmp_path / "copy" / "checkpoints")
+    shutil.copytree(tmp_path / "probe", tmp_path / "copy" / "probe")  # keeps mtimes, as cp -a
+    moved = {name: str(tmp_path / "copy" / "checkpoints" / name) for name in wanted}
+    assert evaluate_checkpoints(folder, moved, str(tmp_path / "copy" / "probe"),
+                                eval_options) == figures  # fmt: skip
+    assert (tmp_path / "reports" / "eval" / "a.json").stat().st_mtime_ns == written
     png = milestones_png([{"stage": "init", "samples_seen": 0, **a},
                           {"stage": "S1.1", "samples_seen": 8, **b}], chance=0.3)  # fmt: skip
     assert png[:4] == b"\x89PNG"
