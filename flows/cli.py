@@ -23,6 +23,9 @@ CONFIG_COMMANDS = {
     "serve": "serve every flow (campaign, ingest, recaption, stages, model, train, evaluate) as "
              "a Prefect deployment and run what the UI triggers; starts a Prefect server on "
              "127.0.0.1 unless PREFECT_API_URL is set",
+    "deploy": "deploy every flow to a Prefect work pool (--pool) of the server at "
+              "PREFECT_API_URL, the config as each deployment's default; its workers (process, "
+              "Docker, Kubernetes) run what the UI triggers",
     "model-info": "parameter groups and active parameters per token",
     "plan": "the campaign's cost before any work: per stage samples, tokens, FLOPs, GPU-hours "
             "(--paper: the paper's Mono-InternVL-2B setting)",
@@ -64,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--port", type=int, default=4200,
                                  help="port of the Prefect server started on 127.0.0.1 when "
                                       "PREFECT_API_URL is not set")  # fmt: skip
+        if name == "deploy":
+            command.add_argument("--pool", required=True,
+                                 help="the work pool (create it first: prefect work-pool create "
+                                      "NAME --type process)")  # fmt: skip
+            command.add_argument("--image", default=None,
+                                 help="image with evip installed, for Docker / Kubernetes pools")
         if name == "plan":
             command.add_argument("--paper", action="store_true",
                                  help="also show the paper's setting: InternLM2-1.8B, S1.1/S1.2/"
@@ -118,6 +127,15 @@ def main(argv: list[str] | None = None) -> int:
             from flows.serve import serve
 
             serve(config, args.port)
+            return 0
+        if args.command == "deploy":
+            from flows.serve import deploy
+
+            try:
+                deploy(config, args.pool, args.image)
+            except ValueError as error:  # no server, no such pool: said, not a traceback
+                print(f"evip: {error}", file=sys.stderr)
+                return 2
             return 0
         _run(args.command, config)
     except (ConfigError, SourceError, NotReadyError, FileNotFoundError) as error:
