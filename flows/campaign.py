@@ -1,7 +1,8 @@
 """The campaign as Prefect flows: one flow per step command (ingest, recaption, stages, model,
 train, evaluate) and `evip-campaign`, which runs them all in order. Each runs a Prefect task per
-step of the step table (`flows/steps/`; per source where the step runs per source) through the
-one driver (`flows.steps.run_steps`) and publishes the step's report as an artifact.
+step of the step table (`flows/steps/`) and part (per source, per training stage: `Step.parts`)
+through the one driver (`flows.steps.run_steps`), publishes its progress while it runs
+(`flows/progress.py`) and its report as an artifact when it ends.
 
 Trigger them from the Prefect UI (`evip serve` registers one deployment per flow, whose
 parameter form is the run config) or run the campaign once (`evip run`, on Prefect's local
@@ -58,10 +59,15 @@ def worth_retrying(task, task_run, state) -> bool:
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
       retry_condition_fn=worth_retrying, task_run_name="{step_name}-{source_name}")  # fmt: skip
 def step_task(step_name: str, config: RunConfig, source_name: str, upstream: list):
-    """One step of the campaign, for one source or (source_name "run") the whole run; a
-    transient failure is retried with back-off, and a retry skips the step's complete units."""
+    """One step of the campaign, for one part (a source, a training stage) or (source_name "run")
+    the whole run; its progress is published while it runs; a transient failure is retried with
+    back-off, and a retry skips the step's complete units."""
+    from flows.progress import published_progress
+
     step = next(s for s in runnable() if s.name == step_name)
-    report = run_step(step, config, None if source_name == "run" else source_name, upstream)
+    part = None if source_name == "run" else source_name
+    with published_progress(step, config, part):
+        report = run_step(step, config, part, upstream)
     for source, markdown in step_markdown(step, report, config):
         _publish(markdown, "ingest" if step.command == "ingest" else step_name, source)
     return report

@@ -168,6 +168,14 @@ class TrainingLogs:
         text = storage.read_bytes(self.metrics_url).decode()
         return [json.loads(line) for line in text.splitlines() if line]
 
+    def progress(self) -> dict | None:
+        """Where the stage is while it trains ({"stage", "step", "steps", "loss",
+        "samples_seen", "eta_seconds"}), None before its first report."""
+        from pipelines.train.train_log import PROGRESS
+
+        url = storage.join(self.folder, PROGRESS)
+        return storage.read_json(url) if storage.exists(url) else None
+
 
 def training_logs(layout: RunLayout, stage: str) -> TrainingLogs:
     return TrainingLogs(layout.train_logs(stage))

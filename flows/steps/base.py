@@ -72,6 +72,22 @@ class Step:
         """The sources the step covers (status rows, runs); [None] for a run-wide step."""
         return [s.name for s in config.sources] if self.per_source else [None]
 
+    def parts(self, config: RunConfig) -> list[str | None]:
+        """What one run of the step is split into, each a call of `run` (a Prefect task of its
+        own, its own state in the UI): its sources, or [None] for one call over the run."""
+        return self.sources(config) if self.per_source else [None]
+
+    def progress(self, config: RunConfig, layout: RunLayout,
+                 part: str | None) -> tuple[float, str] | None:  # fmt: skip
+        """(fraction done, one line) of a running part, from what its units have written so far
+        (shown live in the flow run); None when there is nothing to say yet."""
+        units = self.units(config, layout, part if self.per_source else None)
+        if not units:
+            return None
+        records = CompletionLog(self.records_folder(config, layout, part)).records()
+        done = sum(unit in records for unit in units)
+        return done / len(units), f"{self.name} {part or ''}: {done} / {len(units)} units"
+
     def records_folder(self, config: RunConfig, layout: RunLayout, source: str | None) -> str:
         """`folder`, where a run-wide step over sources keeps its records (and its last error)
         with the first source's."""

@@ -18,19 +18,19 @@ def print_markdown(step: Step, report, config: RunConfig) -> None:
 
 def run_steps(config: RunConfig, steps: list[Step], run: Callable = run_step,
               after: Callable | None = print_markdown) -> dict:  # fmt: skip
-    """Runs `steps` in order: a per-source step once per source, the others once; each gets the
-    reports of the step before it.
+    """Runs `steps` in order, each once per part (`Step.parts`: per source, per training stage, or
+    once); each gets the reports of the step before it.
 
     The synthetic web (if any) is served while steps that need it run; `run_step` has the demo
     make what it feeds a step first (`flows/demo.py`).
 
     Args:
-        run: runs one step as `run(step, config, source or None, upstream)`; the flows pass
+        run: runs one step as `run(step, config, part or None, upstream)`; the flows pass
             one that calls their Prefect task.
         after: called as `after(step, report, config)` once a step has run.
 
     Returns:
-        {step name: its report, or its reports per source}.
+        {step name: its report, or its reports per part}.
     """
     from flows.demo import served_synthetic_web
     from pipelines.ingest import validate_sources
@@ -43,10 +43,11 @@ def run_steps(config: RunConfig, steps: list[Step], run: Callable = run_step,
         for step in steps:
             if not step.needs_web:
                 web.close()  # downloads are done: stop serving the synthetic web
-            if step.per_source:
-                report = [run(step, config, s, upstream) for s in step.sources(config)]
-            else:
+            parts = step.parts(config)
+            if parts == [None]:
                 report = run(step, config, None, upstream)
+            else:
+                report = [run(step, config, part, upstream) for part in parts]
             if after is not None:
                 after(step, report, config)
             results[step.name] = report

@@ -8,7 +8,7 @@ from pipelines import storage
 from pipelines.completion import CompletionLog
 from pipelines.layout import RunLayout
 from pipelines.markdown import table
-from pipelines.outputs import checkpoint, stage_manifest
+from pipelines.outputs import checkpoint, stage_manifest, training_logs
 
 
 class Train(Step):
@@ -38,31 +38,45 @@ class Train(Step):
         except ValueError:
             return None  # its data or its start checkpoint is not there yet
 
+    def parts(self, config):
+        """One Prefect task per stage: the UI shows each stage's state and retries a stage."""
+        return [stage.name for stage in config.train.stages]
+
+    def progress(self, config, layout, part):
+        now = training_logs(layout, part).progress()
+        if now is None:
+            return None
+        eta = f", ETA {now['eta_seconds']:.0f} s" if now["step"] < now["steps"] else ""
+        return now["step"] / now["steps"], (
+            f"train {part}: step {now['step']} / {now['steps']}, loss {now['loss']:.4f}, "
+            f"{now['samples_seen']} samples{eta}")  # fmt: skip
+
     def run(self, config, source, upstream):
         from pipelines.ray_runtime import ensure_ray
-        from pipelines.train.job import train_curriculum
+        from pipelines.train.job import stage_start, train_stage
 
         layout = RunLayout(config.run_root)
         init = layout.init_checkpoint()
-        if config.train.stages and checkpoint(init).record is None:
+        if checkpoint(init).record is None:
             raise NotReadyError(f"train: no start checkpoint {init}: run `evip model` first (it "
                                 "builds Mono-InternVL from model.llm_path)")  # fmt: skip
         unbuilt = [s.name for s in config.train.stages
                    if stage_manifest(layout, s.name) is None]  # fmt: skip
-        if unbuilt:
+        if unbuilt:  # checked before the first stage trains, not days later at the last
             raise NotReadyError(f"train: stages {unbuilt} have no shards yet: run `evip stages` "
                                 "first")  # fmt: skip
         ensure_ray(config.ray)
-        patches = {spec.name: spec.max_patches for spec in config.stages.stages}
-        return {"source": "run", "stages": train_curriculum(layout, config.train, patches)}
+        stage = next(s for s in config.train.stages if s.name == source)
+        patches = next(s.max_patches for s in config.stages.stages if s.name == source)
+        trained = train_stage(layout, config.train, stage, stage_start(layout, config.train,
+                                                                      source), patches)  # fmt: skip
+        return {"source": source, **trained}
 
     def report(self, report, config):
-        rows, curves = [], []
-        for stage in report["stages"]:
-            m = stage["metrics"]
-            rows.append([stage["stage"], m.get("step", "-"), m.get("samples_seen", "-"),
-                         f"{m.get('loss', float('nan')):.4f}", f"{m.get('tokens_per_s', 0):.0f}",
-                         stage["logs"]])  # fmt: skip
-            curves.append(f"![{stage['stage']} loss]({storage.join(stage['logs'], 'loss.png')})")
+        m = report["metrics"]
+        row = [report["stage"], m.get("step", "-"), m.get("samples_seen", "-"),
+               f"{m.get('loss', float('nan')):.4f}", f"{m.get('tokens_per_s', 0):.0f}",
+               report["logs"]]  # fmt: skip
         header = ["stage", "steps", "samples seen", "final loss", "tokens/s", "logs"]
-        return "## train\n\n" + table(header, rows, "lrrrrl") + "\n\n" + "\n".join(curves)
+        curve = f"![{report['stage']} loss]({storage.join(report['logs'], 'loss.png')})"
+        return f"## train {report['stage']}\n\n" + table(header, [row], "lrrrrl") + "\n\n" + curve

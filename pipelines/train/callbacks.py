@@ -123,6 +123,8 @@ class MetricsLog(Callback):
     def post_step(self, state: TrainState, metrics: dict) -> None:
         self.log.add(metrics)
         state.history = self.log.history
+        if state.step % self.stage.report_every == 0 or state.step == self.stage.steps:
+            self.log.write_progress(metrics, self.stage.steps)
         self.progress.update(1)
         self.progress.set_description(f"train {self.stage.name} loss {metrics['loss']:.3f}")
 

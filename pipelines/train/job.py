@@ -176,14 +176,3 @@ def stage_start(layout: RunLayout, options: TrainOptions, name: str) -> str:
     index = names.index(name)
     return (layout.init_checkpoint() if index == 0
             else layout.stage_checkpoint(names[index - 1]))  # fmt: skip
-
-
-def train_curriculum(layout: RunLayout, options: TrainOptions,
-                     max_patches: dict[str, int]) -> list[dict]:  # fmt: skip
-    """Trains every stage in order, each from `stage_start` (a finished stage is a no-op).
-
-    Args:
-        max_patches: each data stage's max patches per image.
-    """
-    return [train_stage(layout, options, stage, stage_start(layout, options, stage.name),
-                        max_patches[stage.name]) for stage in options.stages]  # fmt: skip

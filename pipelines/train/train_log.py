@@ -16,6 +16,7 @@ from pathlib import Path
 from pipelines import storage
 
 SCALARS = ("loss", "lr", "grad_norm", "tokens_per_s", "packing_efficiency")
+PROGRESS = "progress.json"
 
 
 class TrainLog:
@@ -39,6 +40,15 @@ class TrainLog:
         for name in SCALARS:
             if metrics.get(name) is not None:
                 self._writer.add_scalar(f"{self.stage}/{name}", metrics[name], step)
+
+    def write_progress(self, metrics: dict, steps: int) -> None:
+        """`progress.json`: where the stage is now, for whoever watches the run (the Prefect
+        task's progress artifact) while `metrics.jsonl` is only written at the end."""
+        mean = metrics.get("mean_step_seconds") or 0.0
+        progress = {"stage": self.stage, "step": metrics["step"], "steps": steps,
+                    "loss": metrics.get("loss"), "samples_seen": metrics.get("samples_seen"),
+                    "eta_seconds": mean * (steps - metrics["step"])}  # fmt: skip
+        storage.write_json(progress, storage.join(self.url, PROGRESS))
 
     def sync(self) -> None:
         """Flushes events (and copies them to the object store for a remote run)."""

@@ -159,8 +159,16 @@ def test_every_flow_is_served_and_a_triggered_campaign_publishes_its_reports(ser
     assert "RunConfig" in form and "max_in_flight" in form and "config_path" in form  # the form
     artifacts = _api(url, "/artifacts/filter", {})
     keys = {a["key"] for a in artifacts}
-    assert {"ingest-synthetic", "recaption-synthetic", "stages-run", "train-run",
+    assert {"ingest-synthetic", "recaption-synthetic", "stages-run", "train-s1-1",
             "evaluate-run"} <= keys  # fmt: skip
+    # Progress published while each step ran (one task per training stage), final at the end.
+    progress = {a["key"]: a for a in artifacts if a["type"] == "progress"}
+    assert {"download-synthetic-progress", "recaption-synthetic-progress",
+            "train-s1-1-progress", "evaluate-run-progress"} <= set(progress)  # fmt: skip
+    trained = progress["train-s1-1-progress"]
+    assert trained["data"] == 100.0 and "train S1.1: step 2 / 2, loss" in trained["description"]
+    tasks = {t["name"] for t in _api(url, "/task_runs/filter", {})}
+    assert "train-S1.1" in tasks
     ingest = next(a for a in artifacts if a["key"] == "ingest-synthetic")
     assert "| kept |" in ingest["data"]
     evaluation = next(a for a in artifacts if a["key"] == "evaluate-run")
