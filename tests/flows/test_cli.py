@@ -26,8 +26,8 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("config", "ingest", "recaption", "stages", "run", "serve", "model-info",
-                    "status", "trace", "convert"):
+    for command in ("config", "ingest", "recaption", "stages", "run", "serve", "deploy",
+                    "model-info", "status", "trace", "convert"):
         assert command in out
 
 
