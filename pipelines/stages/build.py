@@ -1,13 +1,12 @@
-"""Build a stage's webdataset shards: sample each source by weight, shuffle across sources, write.
+"""Build a stage's webdataset shards: sample each input by its share, shuffle across inputs, write.
 
-Two rounds of Ray tasks, no rows on the driver. (1) Per raw shard: read its keep-list, its
-img2dataset metadata (alt-text, sizes, ground truth), its captions when the stage needs them and
-its tar; keep each kept sample with its source's probability, render its conversation
-(`render.py`), draw its place in the shuffle, and write the rows into hash buckets of an Arrow IPC
-file under `stages/<stage>/_shuffle/`. (2) Per stage shard: its range of the shuffled order spans
-one or two buckets; read them from every file, sort, slice, and write `shard-NNNNNN.tar`
-(`KEY.jpg` + `KEY.json`) and its completion record. The stage record, written last, is the
-manifest: shards with sample counts and sha256, counts per source and task, fallback captions.
+Two rounds of Ray tasks, no rows on the driver. (1) The map (`mapping.py`): per raw shard of a
+source and per chunk of an instruction dataset, the rows the stage takes, rendered and placed in
+the shuffle, into hash buckets under `stages/<stage>/_shuffle/`; `sample_rates` says how many of
+each. (2) Per stage shard: its range of the shuffled order spans one or two buckets; read them
+from every file, sort, slice, and write `shard-NNNNNN.tar` (`KEY.jpg` + `KEY.json`) and its
+completion record. The stage record, written last, is the manifest: shards with sample counts
+and sha256, counts per source and task, fallback captions.
 """
 
 from __future__ import annotations
@@ -26,102 +25,18 @@ import webdataset as wds
 
 from pipelines import storage
 from pipelines.completion import CompletionLog, settings_hash
-from pipelines.dedup import split
 from pipelines.layout import RunLayout, shard_name
 from pipelines.outputs import caption_counts, caption_shards, kept_shards
-from pipelines.records import iter_tar
 from pipelines.scheduler import run_bounded
-from pipelines.shuffle import read_part, write_parts
-from pipelines.stages.instructions import chunks, read_meta, read_rows
-from pipelines.stages.render import render, uniform
+from pipelines.shuffle import read_part
+from pipelines.stages.instructions import chunks, read_meta
+from pipelines.stages.mapping import ROWS, map_chunk, map_shard, part_file
 from pipelines.stages.spec import StageSpec
 from pipelines.units import Resources, UnitWork, run_units
-
-ROWS = pa.schema([
-    ("order", pa.float64()), ("sample_id", pa.string()), ("source", pa.string()),
-    ("raw_shard", pa.int32()), ("raw_key", pa.string()), ("task", pa.string()),
-    ("fallback", pa.bool_()), ("conversations", pa.string()), ("jpg", pa.binary()),
-    ("more_jpgs", pa.list_(pa.binary())),
-])  # fmt: skip
-"""One stage sample; `more_jpgs`: a multi-image row's images after the first, in order."""
-GROUND_TRUTH = ("gt_description", "gt_objects", "gt_text", "original_width", "original_height")
 
 
 def stage_shard_name(index: int) -> str:
     return f"shard-{index:06d}"
-
-
-def _samples(layout: RunLayout, source: str, shard: int, teacher: str | None) -> list[dict]:
-    """The kept samples of one raw shard with everything rendering needs (no image bytes)."""
-    keep = storage.read_parquet(layout.keep_list(source, shard), columns=["key", "keep"])
-    kept = set(keep.filter(pc.fill_null(keep["keep"], False))["key"].to_pylist())
-    metadata = storage.read_parquet(layout.raw_folder(source).shard(shard, "parquet"))
-    names = metadata.schema.names
-    wanted = [c for c in ("key", "sample_id", "caption", *GROUND_TRUTH) if c in names]
-    rows = {r["key"]: r for r in metadata.select(wanted).to_pylist() if r["key"] in kept}
-    for row in rows.values():
-        row["alt_text"] = row.pop("caption", "") or ""
-    if teacher is not None:
-        captions = storage.read_parquet(layout.caption_shard(teacher, source, shard),
-                                        columns=["key", "caption", "fallback"])  # fmt: skip
-        for row in captions.to_pylist():
-            if row["key"] in rows:
-                rows[row["key"]].update(caption=row["caption"], fallback=row["fallback"])
-    return list(rows.values())
-
-
-def _map_shard(shared, unit) -> list[int]:
-    layout_root, spec, teacher, probability, buckets, scratch = shared
-    source, shard = unit
-    layout = RunLayout(layout_root)
-    chosen = {}
-    for sample in _samples(layout, source, shard, teacher):
-        if spec.text == "teacher_caption" and "caption" not in sample:
-            continue  # not in the recaptioned subset (recaption.samples): not an S1.2 sample
-        if uniform(spec.seed, f"take/{spec.name}", sample["sample_id"]) < probability[source]:
-            chosen[sample["key"]] = sample
-    rows = []
-    if chosen:
-        for item in iter_tar(layout.raw_folder(source).shard(shard, "tar")):
-            sample = chosen.get(item["__key__"])
-            if sample is None or "jpg" not in item:
-                continue
-            task, talk = render(spec, sample)
-            rows.append({"order": uniform(spec.seed, f"order/{spec.name}", sample["sample_id"]),
-                         "sample_id": sample["sample_id"], "source": source, "raw_shard": shard,
-                         "raw_key": sample["key"], "task": task,
-                         "fallback": bool(sample.get("fallback")),
-                         "conversations": json.dumps(talk), "jpg": item["jpg"]})  # fmt: skip
-    table = pa.Table.from_pylist(rows, schema=ROWS)
-    labels = np.minimum((table["order"].to_numpy() * buckets).astype(np.int64), buckets - 1)
-    write_parts(split(table, labels, buckets), _part_file(scratch, source, shard))
-    return {"buckets": np.bincount(labels, minlength=buckets).tolist(), "errors": []}
-
-
-def _map_chunk(shared, unit) -> dict:
-    """S2: annotation lines [start, stop) of one instruction dataset into the shuffle buckets."""
-    datasets, spec, buckets, scratch = shared
-    name, start, stop = unit
-    rows, errors = [], []
-    for line, row, images, error in read_rows(datasets[name], name, start, stop, spec.seed):
-        if error is not None:
-            errors.append(error)
-            continue
-        sample_id = f"{name}/{row.get('id', line)}/{row['copy']}"
-        rows.append({"order": uniform(spec.seed, f"order/{spec.name}", sample_id),
-                     "sample_id": sample_id, "source": name, "raw_shard": line,
-                     "raw_key": str(row.get("id", line)), "task": "conversation",
-                     "fallback": False, "conversations": json.dumps(row["conversations"]),
-                     "jpg": images[0] if images else None,
-                     "more_jpgs": images[1:] or None})  # fmt: skip
-    table = pa.Table.from_pylist(rows, schema=ROWS)
-    labels = np.minimum((table["order"].to_numpy() * buckets).astype(np.int64), buckets - 1)
-    write_parts(split(table, labels, buckets), _part_file(scratch, name, start))
-    return {"buckets": np.bincount(labels, minlength=buckets).tolist(), "errors": errors}
-
-
-def _part_file(scratch: str, source: str, shard: int) -> str:
-    return storage.join(scratch, f"{source}-{shard_name(shard)}.arrow")
 
 
 def _write_shard(shared, unit) -> dict:
@@ -210,21 +125,49 @@ def stage_inputs(layout: RunLayout, spec: StageSpec, sources: list[str],
 def resolve_stage(layout: RunLayout, spec: StageSpec, sources: list[str], teacher: str):
     """(teacher the stage reads or None, its inputs, the settings its records carry).
 
-    The settings are the spec and what it reads: the keep-lists' and captions' records, or the
-    instruction datasets (annotation, repeat, size).
+    The settings are the spec and what it reads: the keep-lists' and captions' records, and the
+    instruction datasets (annotation, repeat, size) of its `meta`.
 
     Raises:
         ValueError: an input is not ready (not filtered, not captioned) or missing.
     """
     teacher_name = teacher if spec.text in ("teacher_caption", "tasks") else None
+    meta = None
+    if spec.meta is not None:
+        meta = {name: {"annotation": e["annotation"], "repeat_time": e["repeat_time"],
+                       "bytes": storage.size(e["annotation"])}
+                for name, e in read_meta(spec.meta).items()}  # fmt: skip
     if spec.text == "conversations":
-        inputs = {name: {"annotation": e["annotation"], "repeat_time": e["repeat_time"],
-                         "bytes": storage.size(e["annotation"])}
-                  for name, e in read_meta(spec.meta).items()}  # fmt: skip
-        return teacher_name, inputs, {"spec": spec.model_dump(mode="json"), "inputs": inputs}
+        return teacher_name, {}, {"spec": spec.model_dump(mode="json"), "inputs": meta}
     inputs = stage_inputs(layout, spec, sources, teacher_name)
     records = {s: {k: v[k] for k in ("keep_lists", "captions")} for s, v in inputs.items()}
-    return teacher_name, inputs, {"spec": spec.model_dump(mode="json"), "inputs": records}
+    settings = {"spec": spec.model_dump(mode="json"), "inputs": records}
+    return teacher_name, inputs, settings if meta is None else {**settings, "meta": meta}
+
+
+def sample_rates(spec: StageSpec, inputs: dict, meta_rows: float) -> tuple[dict, float, float]:
+    """(probability of taking each source's kept sample, probability of taking each row of the
+    instruction datasets, expected samples) of a stage.
+
+    The web gives as many samples as its weights allow without drawing any source twice (or
+    `samples`, less the datasets' share); a `tasks` stage's datasets add `meta_share` of the
+    whole. With too few dataset rows for that share, fewer web samples are taken.
+    """
+    if spec.text == "conversations":
+        return {}, 1.0, meta_rows
+    share = spec.meta_share or 0.0
+    drawn = [v["kept"] / v["weight"] for v in inputs.values() if v["kept"]]
+    if not drawn:
+        raise ValueError(f"stage {spec.name}: its sources have no samples to draw")
+    web = spec.samples * (1 - share) if spec.samples else min(drawn)
+    wanted = web * share / (1 - share)
+    if share and wanted > meta_rows:
+        if not meta_rows:
+            raise ValueError(f"stage {spec.name}: meta {spec.meta} has no rows to mix in")
+        web, wanted = meta_rows * (1 - share) / share, meta_rows
+    web_rates = {s: min(1.0, web * v["weight"] / v["kept"]) if v["kept"] else 0.0
+                 for s, v in inputs.items()}  # fmt: skip
+    return web_rates, (wanted / meta_rows if share else 0.0), web + wanted
 
 
 def build_stage(layout: RunLayout, spec: StageSpec, sources: list[str], teacher: str,
@@ -240,25 +183,23 @@ def build_stage(layout: RunLayout, spec: StageSpec, sources: list[str], teacher:
         return stages.read(spec.name)["covered"]
     stages.clear(spec.name)
     scratch = storage.join(folder, "_shuffle")
-    if spec.text == "conversations":
-        datasets = read_meta(spec.meta)
-        units = chunks(datasets)
-        expected = sum(datasets[n]["repeat_time"] * (stop - start) for n, start, stop in units)
-        buckets = max(1, math.ceil(expected / rows_per_bucket))
-        results = run_bounded(_map_chunk, units, shared=(datasets, spec, buckets, scratch),
-                              max_in_flight=max_in_flight, desc=f"{spec.name} annotation chunks")
-        files = [_part_file(scratch, name, start) for name, start, _ in units]
-    else:
-        # As many samples as the weights allow without drawing any source twice (or `samples`).
-        target = spec.samples or min(v["kept"] / v["weight"] for v in inputs.values() if v["kept"])
-        probability = {s: min(1.0, target * v["weight"] / v["kept"]) if v["kept"] else 0.0
-                       for s, v in inputs.items()}  # fmt: skip
-        buckets = max(1, math.ceil(target / rows_per_bucket))
+    datasets = read_meta(spec.meta) if spec.meta is not None else {}
+    chunk_units = chunks(datasets)
+    meta_rows = sum(datasets[n]["repeat_time"] * (stop - start) for n, start, stop in chunk_units)
+    web_rates, meta_rate, expected = sample_rates(spec, inputs, meta_rows)
+    buckets = max(1, math.ceil(expected / rows_per_bucket))
+    results, files = [], []
+    if spec.text != "conversations":
         units = [(s, shard) for s, v in inputs.items() for shard in v["shards"]]
-        results = run_bounded(_map_shard, units, max_in_flight=max_in_flight,
-                              shared=(layout.root, spec, teacher_name, probability, buckets,
-                                      scratch), desc=f"{spec.name} raw shards")  # fmt: skip
-        files = [_part_file(scratch, s, shard) for s, shard in units]
+        results += run_bounded(map_shard, units, max_in_flight=max_in_flight,
+                               shared=(layout.root, spec, teacher_name, web_rates, buckets,
+                                       scratch), desc=f"{spec.name} raw shards")  # fmt: skip
+        files += [part_file(scratch, s, shard) for s, shard in units]
+    if meta_rate > 0:
+        results += run_bounded(map_chunk, chunk_units, max_in_flight=max_in_flight,
+                               shared=(datasets, spec, meta_rate, buckets, scratch),
+                               desc=f"{spec.name} annotation chunks")  # fmt: skip
+        files += [part_file(scratch, f"meta-{name}", start) for name, start, _ in chunk_units]
     errors = [e for result in results for e in result["errors"]]
     for error in errors[:20]:
         print(f"stage {spec.name}: skipping {error}")

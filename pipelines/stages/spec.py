@@ -44,7 +44,12 @@ class StageSpec(FrozenOptions):
     max_patches: int = Field(1280, gt=0)
     """Most image patches (28×28 px visual tokens) per sample in this stage."""
     meta: str | None = None
-    """For `conversations`: an InternVL-style meta JSON of instruction datasets (LLaVA JSONL)."""
+    """An InternVL-style meta JSON of instruction datasets (LLaVA JSONL): all a `conversations`
+    stage trains on, or what a `tasks` stage mixes in at `meta_share` (grounding and OCR
+    datasets in the paper's S1.3)."""
+    meta_share: float | None = Field(None, gt=0, lt=1)
+    """Share of a `tasks` stage's samples drawn from `meta`'s datasets; the web's samples take the
+    rest, split by `tasks`."""
     samples: int | None = Field(None, gt=0)
     """Samples in the stage; None: as many as the weights allow without reusing any."""
     samples_per_shard: int = Field(1000, gt=0)
@@ -58,8 +63,14 @@ class StageSpec(FrozenOptions):
             raise ValueError("a `tasks` stage needs `tasks` with positive shares")
         if self.text != "tasks" and self.tasks:
             raise ValueError(f"`tasks` only applies to text: tasks (this stage: {self.text})")
-        if (self.text == "conversations") != (self.meta is not None):
-            raise ValueError("`meta` goes with text: conversations, and it needs one")
+        if self.text == "conversations" and self.meta is None:
+            raise ValueError("a `conversations` stage needs `meta`")
+        if self.text in ("alt_text", "teacher_caption") and self.meta is not None:
+            raise ValueError(f"`meta` goes with text: conversations or tasks (this stage: "
+                             f"{self.text})")  # fmt: skip
+        if (self.text == "tasks" and self.meta is not None) != (self.meta_share is not None):
+            raise ValueError("a `tasks` stage mixes `meta` in at `meta_share`: give both or "
+                             "neither")  # fmt: skip
         if any(v < 0 for v in self.tasks.values()):
             raise ValueError("task shares must be >= 0")
         names = [s.name for s in self.sources]

@@ -11,7 +11,8 @@ from pipelines.layout import RunLayout
 from pipelines.outputs import FILTER_UNIT, caption_counts
 from pipelines.schema import CAPTION
 from pipelines.shuffle import read_part
-from pipelines.stages.build import ROWS, _map_shard, _part_file, stage_inputs
+from pipelines.stages.build import stage_inputs
+from pipelines.stages.mapping import ROWS, map_shard, part_file
 from pipelines.stages.spec import StageSpec
 from tests.recaption.conftest import write_shards
 
@@ -41,8 +42,8 @@ def _run_with_a_capped_recaption(root) -> tuple[RunLayout, list[str], list[str]]
 def _stage_rows(layout, spec, teacher) -> list[dict]:
     scratch = storage.join(layout.stages(spec.name), "_shuffle")
     shared = (layout.root, spec, teacher, {"web": 1.0}, 1, scratch)
-    _map_shard(shared, ("web", 0))
-    return read_part([_part_file(scratch, "web", 0)], 0, ROWS).to_pylist()
+    map_shard(shared, ("web", 0))
+    return read_part([part_file(scratch, "web", 0)], 0, ROWS).to_pylist()
 
 
 def test_s1_2_holds_the_captioned_samples_and_s1_1_every_kept_one(tmp_path):
