@@ -3,40 +3,19 @@ caps the captions, the kept samples left uncaptioned are simply not in it (not a
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from pipelines import storage
-from pipelines.completion import CompletionLog
 from pipelines.layout import RunLayout
-from pipelines.outputs import FILTER_UNIT, caption_counts
-from pipelines.schema import CAPTION
+from pipelines.outputs import caption_counts
 from pipelines.shuffle import read_part
 from pipelines.stages.build import stage_inputs
 from pipelines.stages.mapping import ROWS, map_shard, part_file
 from pipelines.stages.spec import StageSpec
-from tests.recaption.conftest import write_shards
+from tests.pipelines.stages.web import captioned_web
 
 
 def _run_with_a_capped_recaption(root) -> tuple[RunLayout, list[str], list[str]]:
     """One raw shard of 8 samples, 7 kept, 3 of them captioned; (layout, kept, captioned keys)."""
-    kept = write_shards(root, [8], source="web")[0]
-    layout = RunLayout(str(root))
-    keep = storage.read_parquet(layout.keep_list("web", 0)).to_pylist()
-    metadata = [{"key": r["key"], "sample_id": r["sample_id"], "caption": f"alt {r['key']}"}
-                for r in keep]  # fmt: skip
-    storage.write_parquet(pa.Table.from_pylist(metadata),
-                          layout.raw_folder("web").shard(0, "parquet"))  # fmt: skip
-    CompletionLog(layout.filtered("web")).write(FILTER_UNIT, {}, {"kept_per_shard": {"00000": 7}})
-    captioned = kept[::3]
-    sample_ids = {r["key"]: r["sample_id"] for r in keep}
-    rows = [{"shard": 0, "key": k, "sample_id": sample_ids[k], "caption": f"teacher {k}",
-             "teacher_caption": f"teacher {k}", "raw_caption": f"teacher {k}", "fallback": False,
-             "reason": None, "prompt": "Describe."} for k in captioned]  # fmt: skip
-    storage.write_parquet(pa.Table.from_pylist(rows, schema=CAPTION),
-                          layout.caption_shard("tiny", "web", 0))  # fmt: skip
-    CompletionLog(layout.captions("tiny", "web")).write("00000", {"subset": 3},
-                                                        {"captions": len(rows)})  # fmt: skip
-    return layout, kept, captioned
+    return captioned_web(root, 7, every=3)
 
 
 def _stage_rows(layout, spec, teacher) -> list[dict]:

@@ -6,42 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import webdataset as wds
 from PIL import Image
 from pydantic import ValidationError
 
-from pipelines import storage
-from pipelines.completion import CompletionLog
-from pipelines.layout import RunLayout
-from pipelines.outputs import FILTER_UNIT
-from pipelines.schema import CAPTION
 from pipelines.stages.build import build_stage, sample_rates
 from pipelines.stages.spec import StageSpec
-from tests.recaption.conftest import write_shards
-
-
-def _captioned_web(root: Path, samples: int) -> RunLayout:
-    """One raw shard of the source `web`: `samples` kept, each with a teacher caption."""
-    kept = write_shards(root, [samples + 1], source="web")[0]
-    layout = RunLayout(str(root))
-    keep = storage.read_parquet(layout.keep_list("web", 0)).to_pylist()
-    metadata = [{"key": r["key"], "sample_id": r["sample_id"], "caption": f"alt {r['key']}"}
-                for r in keep]  # fmt: skip
-    storage.write_parquet(pa.Table.from_pylist(metadata),
-                          layout.raw_folder("web").shard(0, "parquet"))  # fmt: skip
-    CompletionLog(layout.filtered("web")).write(FILTER_UNIT, {},
-                                                {"kept_per_shard": {"00000": samples}})
-    ids = {r["key"]: r["sample_id"] for r in keep}
-    rows = [{"shard": 0, "key": k, "sample_id": ids[k], "caption": f"teacher {k}",
-             "teacher_caption": f"teacher {k}", "raw_caption": f"teacher {k}", "fallback": False,
-             "reason": None, "prompt": "Describe."} for k in kept]  # fmt: skip
-    storage.write_parquet(pa.Table.from_pylist(rows, schema=CAPTION),
-                          layout.caption_shard("tiny", "web", 0))  # fmt: skip
-    CompletionLog(layout.captions("tiny", "web")).write("00000", {"all": True},
-                                                        {"captions": len(rows)})  # fmt: skip
-    return layout
+from tests.pipelines.stages.web import captioned_web
 
 
 def _grounding_and_ocr(folder: Path, rows: int) -> Path:
@@ -78,7 +50,7 @@ def test_the_shares_hold_and_too_few_dataset_rows_take_fewer_web_samples():
 
 
 def test_a_tasks_stage_mixes_in_instruction_datasets_at_its_share(ray_local, tmp_path):
-    layout = _captioned_web(tmp_path / "run", 60)
+    layout, _, _ = captioned_web(tmp_path / "run", 60)
     meta = _grounding_and_ocr(tmp_path / "data", 150)
     spec = StageSpec(name="S1.3", text="tasks", tasks={"caption": 1.0}, meta=str(meta),
                      meta_share=0.5, samples_per_shard=32, max_patches=3328)  # fmt: skip
