@@ -28,8 +28,8 @@ def progress_key(step: Step, part: str | None) -> str:
 def published_progress(step: Step, config: RunConfig, part: str | None,
                        every: float = EVERY_SECONDS):  # fmt: skip
     """While the block runs: a progress artifact of the current Prefect task updated every
-    `every` seconds and once at the end, each change also logged. Reading progress never fails
-    the step: a read that fails is logged once and skipped."""
+    `every` seconds and once at the end, each change also logged. Progress never fails the
+    step: a read or an update that fails is logged once and skipped."""
     from prefect import get_run_logger
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
@@ -41,16 +41,15 @@ def published_progress(step: Step, config: RunConfig, part: str | None,
     def publish() -> None:
         try:
             now = step.progress(config, layout, part)
-        except Exception as error:  # a half-written file, a store hiccup: next time
+            if now is None or now == last[0]:
+                return
+            update_progress_artifact(artifact, 100.0 * now[0], description=now[1])
+            last[0] = now
+            logger.info(now[1])
+        except Exception as error:  # a half-written file, a store or API hiccup: next time
             if not warned[0]:
                 logger.warning(f"progress of {step.name} {part or ''}: {error!r}")
                 warned[0] = True
-            return
-        if now is None or now == last[0]:
-            return
-        last[0] = now
-        update_progress_artifact(artifact, 100.0 * now[0], description=now[1])
-        logger.info(now[1])
 
     def watch() -> None:
         while not stop.wait(every):
