@@ -35,7 +35,7 @@ def published_progress(step: Step, config: RunConfig, part: str | None,
 
     logger, layout = get_run_logger(), RunLayout(config.run_root)
     artifact = create_progress_artifact(0.0, key=progress_key(step, part),
-                                        description=f"{step.name} {part or ''}: starting")
+                                        description=f"{step.name} {part or 'run'}: starting")
     stop, last, warned = threading.Event(), [None], [False]
 
     def publish() -> None:
@@ -48,7 +48,7 @@ def published_progress(step: Step, config: RunConfig, part: str | None,
             logger.info(now[1])
         except Exception as error:  # a half-written file, a store or API hiccup: next time
             if not warned[0]:
-                logger.warning(f"progress of {step.name} {part or ''}: {error!r}")
+                logger.warning(f"progress of {step.name} {part or 'run'}: {error!r}")
                 warned[0] = True
 
     def watch() -> None:

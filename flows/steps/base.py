@@ -86,7 +86,8 @@ class Step:
             return None
         records = CompletionLog(self.records_folder(config, layout, part)).records()
         done = sum(unit in records for unit in units)
-        return done / len(units), f"{self.name} {part or ''}: {done} / {len(units)} units"
+        label = f"{self.name} {part}" if part else self.name
+        return done / len(units), f"{label}: {done} / {len(units)} units"
 
     def records_folder(self, config: RunConfig, layout: RunLayout, source: str | None) -> str:
         """`folder`, where a run-wide step over sources keeps its records (and its last error)

@@ -115,3 +115,20 @@ def test_status_takes_an_auto_device_as_the_one_the_stage_trained_on(tmp_path):
     CompletionLog(layout.checkpoints()).write("S1.1", on_gpus)
     assert config.train.use_gpu == "auto"
     assert step_status(STEP["train"], config, layout, None)["complete"] == 1
+
+
+def test_a_running_step_reports_progress_from_what_its_units_wrote(tmp_path):
+    from pipelines.train.train_log import TrainLog
+
+    config = RunConfig(run_root=str(tmp_path / "run"))  # built-in defaults: S1.1 ... S2
+    layout = RunLayout(config.run_root)
+    train, model = STEP["train"], STEP["model"]
+    assert train.parts(config) == [s.name for s in config.train.stages]  # a task per stage
+    assert train.progress(config, layout, "S1.1") is None  # nothing reported yet
+    log = TrainLog(layout.train_logs("S1.1"), "S1.1")
+    log.write_progress({"step": 40, "loss": 0.5, "samples_seen": 800, "mean_step_seconds": 0.2},
+                       steps=100)  # fmt: skip
+    assert train.progress(config, layout, "S1.1") == (
+        0.4, "train S1.1: step 40 / 100, loss 0.5000, 800 samples, ETA 12 s")
+    CompletionLog(layout.checkpoints()).write("init", {"model": "x"})
+    assert model.progress(config, layout, None) == (0.5, "model: 1 / 2 units")
