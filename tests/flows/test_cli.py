@@ -44,7 +44,7 @@ SMALL_DEMO = [
     "teacher.tiny.train_steps=5", "evaluate.images=4", "evaluate.texts=4",
     "evaluate.max_new_tokens=8",
     # One stage, long enough in steps that a kill after its first checkpoint lands mid-stage.
-    "train.stages=[{name: S1.1, trainable: [patch_embed, visual_ffn], steps: 24, global_batch: 2,"
+    "train.stages=[{name: S1.1, trainable: [patch_embed, visual_ffn], steps: 14, global_batch: 2,"
     " max_packed_tokens: 1024, checkpoint_every: 2, milestones: 2}]",
 ]
 """The demo config made small: what `evip run` does is the same, only less of it."""

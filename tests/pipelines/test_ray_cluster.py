@@ -54,8 +54,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def ray_head(tmp_path):
-    """A Ray head of its own (`ray start --head --block`), stopped with its process group (never
-    `ray stop`, which would stop every Ray on the machine)."""
+    """A Ray head of its own (`ray start --head --block`), killed with its process group (never
+    `ray stop`, which would stop every Ray on the machine; a graceful stop takes ~30 s)."""
     port = _free_port()
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
@@ -72,7 +72,7 @@ def ray_head(tmp_path):
         except OSError:
             time.sleep(0.5)
     yield address
-    os.killpg(head.pid, signal.SIGTERM)
+    os.killpg(head.pid, signal.SIGKILL)
     head.wait(timeout=60)
 
 
