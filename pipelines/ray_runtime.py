@@ -56,6 +56,7 @@ class RayOptions(FrozenOptions):
     object_store_gib: float | None = Field(2.0, gt=0)
     """Object store of a local Ray, in GiB."""
     runtime_env: RuntimeEnvOptions = RuntimeEnvOptions()
+    """What the workers get: evip's code, pip requirements, environment variables, credentials."""
     log_to_driver: bool | None = None
     """Stream workers' logs to the driver (None: when joining a cluster, where they are the only
     place a worker's error shows; a local Ray keeps them in its session folder)."""
