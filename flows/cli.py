@@ -227,14 +227,29 @@ def _trace(config, sample: str) -> int:
     return 0 if trace["sources"] else 1
 
 
+TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "added_tokens.json",
+                   "tokenization_*.py", "*.model")  # fmt: skip
+"""A checkpoint's tokenizer, as files (a remote-code tokenizer's module among them)."""
+
+
 def _convert(direction: str, source: str, target: str) -> int:
+    import shutil
+    from pathlib import Path
+
+    from model.from_llm import load_tokenizer
     from model.modeling import MonoInternVLForCausalLM
     from model.official import load_official, save_official
 
+    has_tokenizer = (Path(source) / "tokenizer_config.json").exists()
     if direction == "to-official":
-        save_official(MonoInternVLForCausalLM.from_pretrained(source), target)
+        tokenizer = load_tokenizer(source) if has_tokenizer else None
+        save_official(MonoInternVLForCausalLM.from_pretrained(source), target, tokenizer)
     else:
         load_official(source).save_pretrained(target)
+        # Copied as files, not loaded: the official InternLM2 tokenizer is remote code.
+        for pattern in TOKENIZER_FILES:
+            for path in Path(source).glob(pattern):
+                shutil.copy2(path, Path(target) / path.name)
     print(f"wrote {target}")
     return 0
 

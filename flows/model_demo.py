@@ -90,8 +90,9 @@ def run_model_demo(config: RunConfig, max_visual_tokens: int = 1280) -> dict:
     )
     same_official, official_dir = True, "-"
     if not config.model.experts.visual_attention_experts:
-        official_dir = model_folder(layout.checkpoints(), "init-official", settings,
-                                    lambda local: save_official(model, local), cache)  # fmt: skip
+        official_dir = model_folder(
+            layout.checkpoints(), "init-official", settings,
+            lambda local: save_official(model, local, tokenizer), cache)  # fmt: skip
         official = load_official(official_dir).state_dict()
         same_official = all(torch.equal(v, official[k]) for k, v in model.state_dict().items())
     print(

@@ -176,13 +176,19 @@ def from_official_config(official: dict) -> MonoInternVLConfig:
     )
 
 
-def save_official(model: MonoInternVLForCausalLM, path: str | Path) -> Path:
-    """Writes `model` as an official-layout checkpoint directory (config.json + safetensors)."""
+def save_official(model: MonoInternVLForCausalLM, path: str | Path, tokenizer=None) -> Path:
+    """Writes `model` as an official-layout checkpoint directory: config.json (its `template`
+    names the chat template), safetensors, generation_config.json and, given the tokenizer, its
+    files — what the harnesses' InternVL loaders (VLMEvalKit, lmms-eval) read beside the weights.
+    The released remote-code modules (`modeling_*.py`) come from the official checkpoint."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(to_official_state(state, model.config), path / "model.safetensors")
     (path / "config.json").write_text(json.dumps(to_official_config(model.config), indent=2))
+    model.generation_config.save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
     return path
 
 

@@ -39,7 +39,7 @@ def export_weights(engine, tokenizer, processor, rank: int, parent: str, name: s
             tokenizer.save_pretrained(local)
             processor.save_pretrained(local)
             if official_layout_fits(model.config):
-                save_official(model, local / "official")
+                save_official(model, local / "official", tokenizer)
 
         model_folder(parent, name, settings, save, Path(tempfile.mkdtemp()) / name)
     os.sync()

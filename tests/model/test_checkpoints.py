@@ -81,3 +81,17 @@ def test_official_config_is_complete_for_the_official_reader(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert read_like_the_official_config(config) == {"vision": "intern_vit_patch",
                                                      "select_layer": -1}  # fmt: skip
+
+
+def test_convert_carries_the_tokenizer_both_ways(tmp_path, tokenizer):
+    from transformers import AutoTokenizer
+
+    from flows.cli import main
+
+    save_official(tiny_model(), tmp_path / "official", tokenizer)
+    assert main(["convert", "from-official", str(tmp_path / "official"), str(tmp_path / "hf")]) == 0
+    assert AutoTokenizer.from_pretrained(tmp_path / "hf").get_vocab() == tokenizer.get_vocab()
+    assert main(["convert", "to-official", str(tmp_path / "hf"), str(tmp_path / "again")]) == 0
+    assert AutoTokenizer.from_pretrained(tmp_path / "again").get_vocab() == tokenizer.get_vocab()
+    _assert_same_state(load_official(tmp_path / "again").state_dict(),
+                       load_official(tmp_path / "official").state_dict())
