@@ -176,6 +176,13 @@ class TrainingLogs:
         url = storage.join(self.folder, PROGRESS)
         return storage.read_json(url) if storage.exists(url) else None
 
+    def clear_progress(self) -> None:
+        """Forgets an earlier run's progress before the stage trains (else a watcher shows the
+        old run's last step until the new one reports)."""
+        from pipelines.train.train_log import PROGRESS
+
+        storage.remove(storage.join(self.folder, PROGRESS))
+
 
 def training_logs(layout: RunLayout, stage: str) -> TrainingLogs:
     return TrainingLogs(layout.train_logs(stage))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pipelines import storage
 from pipelines.completion import CompletionLog, settings_hash
 from pipelines.layout import RunLayout
-from pipelines.outputs import checkpoint, stage_manifest
+from pipelines.outputs import checkpoint, stage_manifest, training_logs
 from pipelines.train.schedule import TrainOptions, TrainStage, milestone_name
 
 
@@ -123,6 +123,7 @@ def train_stage(layout: RunLayout, options: TrainOptions, stage: TrainStage, sta
                          "workers (each reads whole shards): lower the stage's samples_per_shard "
                          "or train.workers")  # fmt: skip
     clear_stale_milestones(layout, stage, settings)
+    training_logs(layout, stage.name).clear_progress()
     config = {"stage": stage.model_dump(mode="json"), "shards": shards, "start": start,
               "max_patches": max_patches, "seed": options.seed, "use_gpu": use_gpu,
               "threads": options.cpus_per_worker, "folder": folder,

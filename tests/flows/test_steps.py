@@ -118,6 +118,7 @@ def test_status_takes_an_auto_device_as_the_one_the_stage_trained_on(tmp_path):
 
 
 def test_a_running_step_reports_progress_from_what_its_units_wrote(tmp_path):
+    from pipelines.outputs import training_logs
     from pipelines.train.train_log import TrainLog
 
     config = RunConfig(run_root=str(tmp_path / "run"))  # built-in defaults: S1.1 ... S2
@@ -130,5 +131,7 @@ def test_a_running_step_reports_progress_from_what_its_units_wrote(tmp_path):
                        steps=100)  # fmt: skip
     assert train.progress(config, layout, "S1.1") == (
         0.4, "train S1.1: step 40 / 100, loss 0.5000, 800 samples, ETA 12 s")
+    training_logs(layout, "S1.1").clear_progress()  # as a stage does before it trains
+    assert train.progress(config, layout, "S1.1") is None
     CompletionLog(layout.checkpoints()).write("init", {"model": "x"})
     assert model.progress(config, layout, None) == (0.5, "model: 1 / 2 units")
