@@ -172,7 +172,7 @@ def _run(command: str, config) -> None:
         results = campaign(config)
         print(f"report: {RunLayout(config.run_root).report('campaign.md')} (figures beside it; "
               "also Prefect artifacts)")  # fmt: skip
-        if "figures" in results.get("evaluate", {}):
+        if "chance" in results.get("evaluate", {}):  # a probe was evaluated
             print(accuracy_line(results["evaluate"]))
 
 

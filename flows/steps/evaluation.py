@@ -1,4 +1,5 @@
-"""The evaluate command's step: every checkpoint of the campaign against the held-out probe."""
+"""The evaluate command's step: every checkpoint of the campaign against the held-out probe and
+the configured lmms-eval tasks."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def probe_url(config, layout) -> str | None:
 class Evaluate(Step):
     name, command = "evaluate", "evaluate"
     inputs = ("model", "train")
-    doc = ("held-out loss, caption/grounding accuracy and text perplexity of every checkpoint "
-           "(Ray tasks)")  # fmt: skip
+    doc = ("held-out loss, caption/grounding accuracy and text perplexity of every checkpoint, "
+           "and its lmms-eval benchmarks (a Ray task each)")  # fmt: skip
     settings_per_unit = True
 
     def folder(self, config, layout, source):
@@ -38,8 +39,9 @@ class Evaluate(Step):
 
         point = next(c for c in campaign_checkpoints(layout, config.train) if c["name"] == unit)
         probe = probe_url(config, layout)
-        return None if probe is None else evaluation_settings(point["weights"], probe,
-                                                              config.evaluate)  # fmt: skip
+        if probe is None and not config.evaluate.harness_tasks:
+            return None
+        return evaluation_settings(point["weights"], probe, config.evaluate)
 
     def run(self, config, source, upstream):
         from pipelines.evaluate.campaign import evaluate_campaign
@@ -47,8 +49,8 @@ class Evaluate(Step):
 
         layout = RunLayout(config.run_root)
         probe = probe_url(config, layout)
-        if probe is None:
-            return {"source": "run", "skipped": "no evaluate.probe configured"}
+        if probe is None and not config.evaluate.harness_tasks:
+            return {"source": "run", "skipped": "no evaluate.probe or evaluate.harness_tasks"}
         ensure_ray(config.ray)
         return {"source": "run", **evaluate_campaign(layout, config.train, probe,
                                                      config.evaluate)}  # fmt: skip
@@ -58,10 +60,17 @@ class Evaluate(Step):
 
         if "skipped" in report:
             return f"## evaluate\n\nskipped: {report['skipped']}"
-        stages = config.train.stages
-        samples = report["figures"][stages[-1].name]["samples"] if stages else []
-        rows = table(["generated caption", "true description"],
-                     [[s["caption"], s["truth"]] for s in samples])  # fmt: skip
-        return (f"## evaluate\n\n{report['table']}\n\nchance caption accuracy: "
-                f"{report['chance']:.3f}\n\n![quality against data seen]({report['figure']})\n\n"
-                f"captions of the last stage:\n\n" + rows + "\n\n" + accuracy_line(report))
+        parts = ["## evaluate"]
+        if "chance" in report:
+            stages = config.train.stages
+            samples = report["figures"][stages[-1].name]["samples"] if stages else []
+            rows = table(["generated caption", "true description"],
+                         [[s["caption"], s["truth"]] for s in samples])  # fmt: skip
+            parts += [report["tables"]["probe"],
+                      f"chance caption accuracy: {report['chance']:.3f}",
+                      f"![quality against data seen]({report['figures_png']['probe']})",
+                      "captions of the last stage:", rows, accuracy_line(report)]  # fmt: skip
+        if "benchmarks" in report["tables"]:
+            parts += ["### benchmarks (lmms-eval)", report["tables"]["benchmarks"],
+                      f"![benchmarks against data seen]({report['figures_png']['benchmarks']})"]
+        return "\n\n".join(parts)

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from pipelines import storage
 from pipelines.evaluate.evaluate import EvalOptions
-from pipelines.evaluate.figures import evaluation_table, milestones_png
+from pipelines.evaluate.figures import (
+    benchmarks_png,
+    evaluation_table,
+    harness_table,
+    milestones_png,  # fmt: skip
+)
 from pipelines.evaluate.job import evaluate_checkpoints
 from pipelines.evaluate.scoring import chance_accuracy
 from pipelines.layout import RunLayout
@@ -43,13 +48,15 @@ def _samples_seen(layout: RunLayout, checkpoints: list[dict]) -> list[int]:
     return seen
 
 
-def evaluate_campaign(layout: RunLayout, train: TrainOptions, probe: str,
+def evaluate_campaign(layout: RunLayout, train: TrainOptions, probe: str | None,
                       options: EvalOptions) -> dict:  # fmt: skip
-    """Evaluates every checkpoint of the campaign (recorded: redone only for new weights).
+    """Evaluates every checkpoint of the campaign (recorded: redone only for new weights) on the
+    probe (when there is one) and the harness tasks (when configured).
 
     Returns:
-        {"figures": {name: figures}, "points": the milestone curve, "chance": chance caption
-        accuracy, "figure": the PNG's URL, "table": markdown, "stages": {stage: final figures}}.
+        {"figures": {name: figures}, "points": the milestone curve, "stages": {stage: final
+        figures}, "figures_png": {what: PNG URL}, "tables": {what: markdown}} and, with a
+        probe, "chance": chance caption accuracy.
     """
     from pipelines.evaluate.evaluate import load_probe, truth_of
 
@@ -57,22 +64,34 @@ def evaluate_campaign(layout: RunLayout, train: TrainOptions, probe: str,
     folder = layout.evaluations()
     figures = evaluate_checkpoints(folder, {c["name"]: c["weights"] for c in checkpoints}, probe,
                                    options)  # fmt: skip
-    rows, _ = load_probe(probe, options)
-    chance = chance_accuracy([truth_of(r) for r in rows])
     points = [{"name": c["name"], "stage": c["stage"], "samples_seen": seen,
-               **{k: v for k, v in figures[c["name"]].items() if isinstance(v, float)}}
+               **{k: v for k, v in figures[c["name"]].items() if isinstance(v, (float, dict))}}
               for c, seen in zip(checkpoints, _samples_seen(layout, checkpoints))]  # fmt: skip
-    png = storage.join(folder, "milestones.png")
-    storage.write_bytes(milestones_png(points, chance), png)
     finals = {name: figures[name] for name in ["init", *(s.name for s in train.stages)]}
-    table = evaluation_table(finals)
-    storage.write_bytes(table.encode(), storage.join(folder, "evaluation.md"))
-    return {"figures": figures, "points": points, "chance": chance, "figure": png,
-            "table": table, "stages": finals}  # fmt: skip
+    report = {"figures": figures, "points": points, "stages": finals, "figures_png": {},
+              "tables": {}}  # fmt: skip
+    if probe is not None:
+        rows, _ = load_probe(probe, options)
+        report["chance"] = chance_accuracy([truth_of(r) for r in rows])
+        _write(report, folder, "probe", milestones_png(points, report["chance"]),
+               evaluation_table(finals))  # fmt: skip
+    if options.harness_tasks:
+        _write(report, folder, "benchmarks", benchmarks_png(points), harness_table(finals))
+    return report
+
+
+def _write(report: dict, folder: str, what: str, png: bytes, table: str) -> None:
+    """Writes one figure and its table beside the records; notes their URLs in the report."""
+    names = {"probe": ("milestones.png", "evaluation.md"),
+             "benchmarks": ("benchmarks.png", "benchmarks.md")}[what]  # fmt: skip
+    report["figures_png"][what] = storage.join(folder, names[0])
+    storage.write_bytes(png, report["figures_png"][what])
+    storage.write_bytes(table.encode(), storage.join(folder, names[1]))
+    report["tables"][what] = table
 
 
 def accuracy_line(report: dict) -> str:
-    """`caption_accuracy: init <a> S1.1 <a> ...`: the campaign in one line."""
+    """`caption_accuracy: init <a> S1.1 <a> ...`: the campaign in one line (with a probe)."""
     parts = [f"{name} {figures['caption_accuracy']:.3f}"
              for name, figures in report["stages"].items()]  # fmt: skip
     return "caption_accuracy: " + " ".join(parts)

@@ -6,7 +6,9 @@
   tells the model;
 - `caption_accuracy` (and per shape / colour / text): greedy captions scored by `scoring`;
 - `grounding_accuracy`: the box answered for the first object's phrase, right at IoU >= 0.5;
-- `text_perplexity`: of held-out prose, text only (delta tuning must leave it bit-for-bit alone).
+- `text_perplexity`: of held-out prose, text only (delta tuning must leave it bit-for-bit alone);
+- `harness`: lmms-eval's figures of the configured tasks (`harness.py`), from the same loaded
+  model; a run without a probe has only these.
 Prompts are tokenized exactly as the training loader tokenizes conversations.
 """
 
@@ -14,10 +16,7 @@ from __future__ import annotations
 
 import io
 import json
-import math
 
-import torch
-import torch.nn.functional as F
 from PIL import Image
 from pydantic import Field
 
@@ -47,6 +46,16 @@ class EvalOptions(FrozenOptions):
     """Images per generation batch."""
     cpus: float = Field(1.0, gt=0)
     """CPUs of each evaluation task (one per checkpoint)."""
+    gpus: float = Field(0.0, ge=0)
+    """GPUs of each evaluation task; > 0 loads the checkpoint on CUDA."""
+    harness_tasks: tuple[str, ...] = ()
+    """lmms-eval tasks answered by every checkpoint, e.g. [evip_probe] (the probe's captioning
+    and grounding, offline) or [mmbench_en_dev, textvqa_val, chartqa, ocrbench] (fetched from
+    the hub). Needs lmms-eval: pip install --no-deps -r configs/harness-requirements.txt."""
+    harness_include: tuple[str, ...] = ()
+    """Local folders of further lmms-eval task YAMLs (its --include_path)."""
+    harness_limit: int | None = Field(None, gt=0)
+    """Documents per harness task at most (its --limit); null: every document."""
 
 
 PROBE_FILES = ("images.parquet", "text.parquet")
@@ -65,105 +74,59 @@ def truth_of(row: dict) -> dict:
             "description": row["description"]}  # fmt: skip
 
 
-def evaluate_weights(weights: str, probe: str, options: EvalOptions) -> dict:
-    """Every figure of the module docstring for the checkpoint folder `weights`, plus the first
-    captions next to their truth (`samples`)."""
-    from model.from_llm import load_tokenizer
-    from model.modeling import MonoInternVLForCausalLM
-    from model.preprocessing import MonoInternVLImageProcessor
+def grounding_prompt(truth: dict) -> str:
+    """The grounding question of a probe scene: where its first object is."""
+    first = truth["objects"][0]
+    return TASK_PROMPTS["grounding"].format(phrase=f"{first['colour']} {first['shape']}")
+
+
+def grounded(answer: str, row: dict) -> bool:
+    """Whether a grounding answer's box hits the scene's first object (IoU >= 0.5)."""
+    box = parse_box(answer)
+    truth = json.loads(row["gt_objects"])[0]["box"]
+    return box is not None and iou(box, box_1000(truth, row["width"], row["height"])) >= 0.5
+
+
+def evaluate_weights(weights: str, probe: str | None, options: EvalOptions,
+                     harness_defaults: bool = True) -> dict:  # fmt: skip
+    """Every figure of the module docstring for the checkpoint folder `weights` (with a probe),
+    the first captions next to their truth (`samples`), and `harness`: {task: {metric: value}}
+    of `options.harness_tasks` (`harness_defaults`: whether lmms-eval's own tasks are needed)."""
+    from pipelines.evaluate.asker import Asker
+    from pipelines.evaluate.harness import run_tasks
     from pipelines.model_folders import local_model_folder
 
-    folder = local_model_folder(weights)
-    model = MonoInternVLForCausalLM.from_pretrained(folder).eval()
-    tokenizer = load_tokenizer(folder)
-    processor = MonoInternVLImageProcessor.from_pretrained(folder)
+    device = "cuda" if options.gpus > 0 else "cpu"
+    ask = Asker.from_folder(local_model_folder(weights), options.max_patches, options.batch_size,
+                            device)  # fmt: skip
+    figures = {"weights": weights}
+    if probe is not None:
+        figures |= probe_figures(ask, probe, options)
+    if options.harness_tasks:
+        asks = {"max_new_tokens": options.max_new_tokens, "prompt": options.prompt}
+        figures["harness"] = run_tasks(ask, list(options.harness_tasks),
+                                       list(options.harness_include), probe, harness_defaults,
+                                       options.harness_limit, asks)  # fmt: skip
+    return figures
+
+
+def probe_figures(ask, probe: str, options: EvalOptions) -> dict:
+    """The probe's figures (module docstring) of one loaded checkpoint."""
     rows, prose = load_probe(probe, options)
     images = [Image.open(io.BytesIO(r["image"])).convert("RGB") for r in rows]
     truths = [truth_of(r) for r in rows]
-    ask = _Asker(model, tokenizer, processor, options)
-    captions = ask.answers(images, [options.prompt] * len(images))
+    captions = ask.answers(images, [options.prompt] * len(images), options.max_new_tokens)
     scores = [score_caption(c, t) for c, t in zip(captions, truths)]
-    phrases = [f"{t['objects'][0]['colour']} {t['objects'][0]['shape']}" for t in truths]
-    boxes = ask.answers(images, [TASK_PROMPTS["grounding"].format(phrase=p) for p in phrases])
-    grounded = []
-    for answer, truth, row in zip(boxes, truths, rows):
-        box, target = parse_box(answer), box_1000(truth["objects"][0]["box"], row["width"],
-                                                  row["height"])  # fmt: skip
-        grounded.append(box is not None and iou(box, target) >= 0.5)
+    boxes = ask.answers(images, [grounding_prompt(t) for t in truths], options.max_new_tokens)
+    hits = [grounded(answer, row) for answer, row in zip(boxes, rows)]
     descriptions = [t["description"] for t in truths]
-    loss = ask.loss(images, descriptions)
+    loss = ask.loss(images, options.prompt, descriptions)
     return {
-        "weights": weights,
         **accuracy(scores),
-        "grounding_accuracy": sum(grounded) / len(grounded),
+        "grounding_accuracy": sum(hits) / len(hits),
         "heldout_loss": loss,
-        "image_gain": ask.loss(images[1:] + images[:1], descriptions) - loss,
+        "image_gain": ask.loss(images[1:] + images[:1], options.prompt, descriptions) - loss,
         "text_perplexity": ask.perplexity(prose),
         "samples": [{"caption": c, "truth": t["description"]}
                     for c, t in zip(captions[:6], truths)],  # fmt: skip
     }
-
-
-class _Asker:
-    """One model's generation and teacher-forced losses over batches of probe images."""
-
-    def __init__(self, model, tokenizer, processor, options: EvalOptions):
-        self.model, self.tokenizer, self.processor = model, tokenizer, processor
-        self.options = options
-
-    def _features(self, images):
-        features = self.processor(images=list(images), return_tensors="pt",
-                                  max_visual_tokens=self.options.max_patches)  # fmt: skip
-        counts = [int(n) * self.processor.tokens_per_tile for n in features["num_patches"]]
-        return features["pixel_values"].to(self.model.dtype), counts
-
-    @torch.no_grad()
-    def answers(self, images, prompts) -> list[str]:
-        """Greedy answers, left-padded batches."""
-        from pipelines.loader.encode import encode_prompt
-
-        out, size = [], self.options.batch_size
-        for start in range(0, len(images), size):
-            pixels, counts = self._features(images[start : start + size])
-            ids = [encode_prompt(self.tokenizer, [{"from": "human", "value": f"<image>\n{p}"}],
-                                 [n]) for p, n in zip(prompts[start : start + size], counts)]
-            width = max(map(len, ids))
-            pad = self.tokenizer.pad_token_id
-            input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids])
-            mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
-            generated = self.model.generate(input_ids=input_ids, attention_mask=mask,
-                                            pixel_values=pixels, do_sample=False,
-                                            max_new_tokens=self.options.max_new_tokens,
-                                            pad_token_id=pad,
-                                            eos_token_id=self.tokenizer.eos_token_id)  # fmt: skip
-            out += self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
-        return [text.strip() for text in out]
-
-    @torch.no_grad()
-    def loss(self, images, answers) -> float:
-        """Mean next-token loss of each answer given its image and the caption prompt."""
-        from pipelines.loader.encode import encode_conversation
-
-        total, count = 0.0, 0
-        for image, answer in zip(images, answers):
-            pixels, counts = self._features([image])
-            talk = [{"from": "human", "value": f"<image>\n{self.options.prompt}"},
-                    {"from": "gpt", "value": answer}]  # fmt: skip
-            ids, labels = encode_conversation(self.tokenizer, talk, counts)
-            logits = self.model(input_ids=torch.tensor([ids]), pixel_values=pixels).logits[0]
-            target = torch.tensor(labels[1:])
-            losses = F.cross_entropy(logits[:-1].float(), target, ignore_index=-100,
-                                     reduction="sum")  # fmt: skip
-            total, count = total + losses.item(), count + int((target != -100).sum())
-        return total / max(1, count)
-
-    @torch.no_grad()
-    def perplexity(self, texts) -> float:
-        """exp(mean next-token loss) over held-out prose, text only."""
-        total, count = 0.0, 0
-        for text in texts:
-            ids = torch.tensor([self.tokenizer(text, add_special_tokens=False)["input_ids"]])
-            logits = self.model(input_ids=ids).logits[0]
-            total += F.cross_entropy(logits[:-1].float(), ids[0, 1:], reduction="sum").item()
-            count += ids.shape[1] - 1
-        return math.exp(total / max(1, count))

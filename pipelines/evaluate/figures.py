@@ -1,5 +1,5 @@
 """The evaluation drawn and tabulated: quality against data seen (the paper's Fig. 4) and the
-table of figures after each stage."""
+table of figures after each stage, for the probe and for the harness's benchmarks."""
 
 from __future__ import annotations
 
@@ -39,6 +39,66 @@ def milestones_png(points: list[dict], chance: float | None = None) -> bytes:
         axis.set_xlabel("training samples seen")
         axis.set_title(label)
         axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def harness_columns(rows) -> list[tuple[str, str]]:
+    """(task, metric) pairs in the order lmms-eval reported them, over every row's `harness`."""
+    pairs = {}
+    for figures in rows:
+        for task, metrics in figures.get("harness", {}).items():
+            pairs.update({(task, metric): None for metric in metrics})
+    return list(pairs)
+
+
+def harness_table(rows: dict[str, dict]) -> str:
+    """Markdown: one row per checkpoint, one column per harness task and metric."""
+    columns = harness_columns(rows.values())
+    cells = [[name, *(_cell(figures.get("harness", {}).get(task, {}).get(metric))
+                      for task, metric in columns)] for name, figures in rows.items()]  # fmt: skip
+    return table(["checkpoint", *(f"{task} {metric}" for task, metric in columns)], cells,
+                 "l" + "r" * len(columns))  # fmt: skip
+
+
+def _cell(value) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def benchmarks_png(points: list[dict]) -> bytes:
+    """Every harness benchmark against samples seen: one line per task (its first metric), a
+    dotted line where each stage begins (the paper's Fig. 4 for real benchmarks).
+
+    Args:
+        points: {"stage", "samples_seen", "harness": {task: {metric: value}}} in campaign order.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    firsts = {}
+    for task, metric in harness_columns(points):
+        firsts.setdefault(task, metric)
+    for task, metric in firsts.items():
+        mine = [p for p in points if metric in p.get("harness", {}).get(task, {})]
+        axis.plot([p["samples_seen"] for p in mine], [p["harness"][task][metric] for p in mine],
+                  marker="o", label=f"{task} {metric}")  # fmt: skip
+    starts = {}  # a stage starts where the one before it ended
+    for before, point in zip(points, points[1:]):
+        if point["stage"] != before["stage"]:
+            starts.setdefault(point["stage"], before["samples_seen"])
+    for stage, start in starts.items():
+        axis.axvline(start, color="grey", linestyle=":", linewidth=1)
+        axis.text(start, 1.0, f" {stage}", transform=axis.get_xaxis_transform(), fontsize=8,
+                  va="top")  # fmt: skip
+    axis.set_xlabel("training samples seen")
+    axis.set_title("benchmarks (lmms-eval) against data seen")
+    axis.legend(fontsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)

@@ -49,7 +49,8 @@ def test_status_shows_the_toy_step_and_its_command_runs_it(toy, tmp_path, capsys
 
     assert main(["evaluate", *run]) == 0
     out = capsys.readouterr().out
-    assert "skipped: no evaluate.probe configured" in out and "3 training stages" in out
+    assert "skipped: no evaluate.probe or evaluate.harness_tasks" in out
+    assert "3 training stages" in out
     assert main(["status", *run]) == 0
     assert "| count-stages | (run) | 1 / 1 | complete | - |" in capsys.readouterr().out
 
