@@ -1,23 +1,81 @@
 """The lab's pattern: `evip deploy` to a Prefect work pool, a worker of the pool runs what is
-triggered (a real server, a real process worker in its own folder, the flow found by module)."""
+triggered (a real server, a real process worker in its own folder, the flow found by module);
+a campaign whose worker dies mid-training is rerun from the API and redoes nothing complete."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import psutil
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from tests.flows.test_prefect_serve import (  # noqa: F401 (the module's own Prefect server)
     DEPLOYMENTS,
     ROOT,
     _api,
+    _free_port,
     finish,
     prefect_server,
 )
+
+SMALL_DEMO = [
+    "synthetic_web.num_images=40", "model.tiny_llm.pretrain_steps=20",
+    "teacher.tiny.train_steps=5", "evaluate.images=4", "evaluate.texts=4",
+    "evaluate.max_new_tokens=8",
+    # One stage, long enough in steps that a kill after its first checkpoint lands mid-stage.
+    "train.stages=[{name: S1.1, trainable: [patch_embed, visual_ffn], steps: 14, global_batch: 2,"
+    " max_packed_tokens: 1024, checkpoint_every: 2, milestones: 2}]",
+]
+"""The demo config made small: what the campaign does is the same, only less of it."""
+
+
+def _records(folder: Path) -> dict[str, str]:
+    """Completion records under `folder` -> their finish times (a redone unit gets a new one)."""
+    return {str(p.relative_to(folder)): json.loads(p.read_text())["finished_at"] + p.read_text()
+            for p in folder.rglob("_done/*.json")}  # fmt: skip
+
+
+def _start_worker(env: dict, folder: Path, log: Path) -> subprocess.Popen:
+    """`prefect worker start` of the pool `evip-pool`, in `folder` (not the checkout)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "evip-pool"],
+        cwd=folder, env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"},
+        stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def _kill_machine(worker: subprocess.Popen) -> None:
+    """What a lost worker machine does to its processes: the worker, the flow run it started (in
+    a session of its own) and everything that started (the local Ray), SIGKILLed at once:
+    descendants and whatever shares their sessions (daemons reparented away from the tree)."""
+    if worker.poll() is not None:
+        return
+    tree = [worker.pid] + [p.pid for p in psutil.Process(worker.pid).children(recursive=True)]
+    sessions = {_session(pid) for pid in tree} - {None, os.getsid(0)}
+    doomed = set(tree) | {p.pid for p in psutil.process_iter() if _session(p.pid) in sessions}
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    worker.wait()
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
 
 
 @pytest.mark.slow
@@ -55,4 +113,90 @@ def test_flows_deployed_to_a_work_pool_run_on_its_worker(prefect_server, tmp_pat
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
     report = (tmp_path / "run" / "reports" / "evaluate.md").read_text()
-    assert "skipped: no evaluate.probe configured" in report  # the flow ran, on the worker
+    # the flow ran, on the worker
+    assert "skipped: no evaluate.probe or evaluate.harness_tasks" in report
+
+
+@pytest.mark.slow
+def test_a_campaign_whose_worker_dies_mid_training_is_rerun_from_the_api_redoing_nothing(
+        prefect_server, tmp_path):  # noqa: F811
+    """The demo campaign (small) deployed to a pool; its worker's machine dies while S1.1 trains;
+    a new worker and a second flow run of the deployment (the UI's Run button): complete steps
+    are skipped, training resumes from its checkpoint, the weights equal an uninterrupted run's,
+    and the report carries the probe and its lmms-eval numbers."""
+    url, env = prefect_server
+    env = {**env, "PREFECT_API_URL": url}
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "evip-pool",
+                    "--type", "process"], env=env, capture_output=True, timeout=120)  # fmt: skip
+    deployed = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "deploy", "--config", "configs/demo.yaml",
+         "--pool", "evip-pool", f"run_root={run}", f"synthetic_web.port={_free_port()}",
+         *SMALL_DEMO], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    campaign = next(d for d in _api(url, "/deployments/filter", {}) if d["name"] == "campaign")
+    (tmp_path / "worker").mkdir()
+    log = tmp_path / "worker.log"
+    worker = _start_worker(env, tmp_path / "worker", log)
+
+    def registered() -> bool:  # Ray Train has recorded a checkpoint of S1.1
+        snapshots = list((run / "train").glob("S1.1-*/checkpoint_manager_snapshot.json"))
+        return bool(snapshots) and "checkpoint_dir_name" in snapshots[0].read_text()
+
+    try:
+        first = _api(url, f"/deployments/{campaign['id']}/create_flow_run", {})
+        deadline = time.time() + 600
+        while time.time() < deadline and not registered():
+            state = _api(url, f"/flow_runs/{first['id']}")["state"]["type"]
+            assert state not in ("COMPLETED", "FAILED", "CRASHED"), log.read_text()[-3000:]
+            time.sleep(0.1)
+        _kill_machine(worker)
+        assert registered(), "the campaign did not reach training"
+        assert not (run / "checkpoints" / "S1.1" / "final").exists()  # killed mid-stage
+        before = _records(run)
+        done_before = {k for k in before if not k.startswith(("checkpoints/S1.1", "reports"))}
+
+        worker = _start_worker(env, tmp_path / "worker", log)
+        second = _api(url, f"/deployments/{campaign['id']}/create_flow_run", {})
+        finish(url, second["id"], log, timeout=600)
+    finally:
+        _kill_machine(worker)
+    after = _records(run)
+    assert {k: after[k] for k in done_before} == {k: before[k] for k in done_before}  # not redone
+    metrics = [json.loads(line) for line in
+               (run / "reports/train/S1.1/metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    assert metrics[-1]["resumed_from"] > 0  # training went on from its checkpoint
+    report = (run / "reports" / "campaign.md").read_text()
+    assert "## train" in report and "## evaluate" in report and "caption_accuracy: init" in report
+    assert (run / "reports/eval/milestones.png").exists()
+    # The demo's harness (lmms-eval) numbers join the report per stage, equal to the probe's own.
+    assert "### benchmarks (lmms-eval)" in report and (run / "reports/eval/benchmarks.png").exists()
+    for stage in ("init", "S1.1"):
+        figures = json.loads((run / f"reports/eval/{stage}.json").read_text())
+        assert figures["harness"]["evip_probe_caption"]["caption_accuracy"] == pytest.approx(
+            figures["caption_accuracy"])
+
+    # The reference: the same steps' outputs, training run once, uninterrupted.
+    reference = tmp_path / "reference"
+    trained = {run / "train", run / "checkpoints" / "S1.1", run / "reports"}
+    shutil.copytree(run, reference, ignore=lambda folder, names: [
+        n for n in names if Path(folder, n) in trained])  # fmt: skip
+    (reference / "checkpoints/_done/S1.1.json").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "train", "--config", "configs/demo.yaml",
+         f"run_root={reference}", *SMALL_DEMO], cwd=ROOT, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = load_file(run / "checkpoints/S1.1/final/model.safetensors")
+    b = load_file(reference / "checkpoints/S1.1/final/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    converted = tmp_path / "back"
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "convert", "from-official",
+         str(run / "checkpoints/S1.1/final/official"), str(converted)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (converted / "config.json").exists()
