@@ -9,7 +9,7 @@ from pipelines.evaluate.figures import (
     benchmarks_png,
     evaluation_table,
     harness_table,
-    milestones_png,  # fmt: skip
+    milestones_png,
 )
 from pipelines.evaluate.job import evaluate_checkpoints
 from pipelines.evaluate.scoring import chance_accuracy

@@ -46,7 +46,8 @@ class EvipLMM(lmms):
         super().__init__()
         if unknown:
             raise ValueError(f"evip model: unknown model_args {sorted(unknown)} (known: "
-                             "pretrained, batch_size, max_patches, device, dtype)")  # fmt: skip
+                             "pretrained, max_patches, device, dtype; the batch is "
+                             "--batch_size)")  # fmt: skip
         import torch
 
         from pipelines.evaluate.asker import Asker

@@ -30,15 +30,20 @@ def evaluation_settings(weights: str, probe: str | None, options: EvalOptions) -
 
 
 def harness_version() -> dict:
-    """lmms-eval's version and the content of the probe tasks' YAMLs evip ships."""
+    """lmms-eval's version ("not installed": the step then says how to install it) and the
+    content of the probe tasks' YAMLs evip ships."""
     import hashlib
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     from pipelines.evaluate.probe_task import TASK_YAMLS
 
     yamls = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:16]
              for path in sorted(TASK_YAMLS.glob("*.yaml"))}  # fmt: skip
-    return {"lmms_eval": version("lmms-eval"), "tasks": yamls}
+    try:
+        installed = version("lmms-eval")
+    except PackageNotFoundError:
+        installed = "not installed"
+    return {"lmms_eval": installed, "tasks": yamls}
 
 
 def probe_exists(probe: str) -> bool:

@@ -29,7 +29,8 @@ from tests.flows.test_prefect_serve import (  # noqa: F401 (the module's own Pre
 )
 
 SMALL_DEMO = [
-    "synthetic_web.num_images=40", "model.tiny_llm.pretrain_steps=20",
+    "synthetic_web.num_images=40", "synthetic_web.slow_seconds=1.0", "download.timeout=0.5",
+    "model.tiny_llm.pretrain_steps=20",
     "teacher.tiny.train_steps=5", "evaluate.images=4", "evaluate.texts=4",
     "evaluate.max_new_tokens=8",
     # One stage, long enough in steps that a kill after its first checkpoint lands mid-stage.
@@ -191,12 +192,3 @@ def test_a_campaign_whose_worker_dies_mid_training_is_rerun_from_the_api_redoing
     a = load_file(run / "checkpoints/S1.1/final/model.safetensors")
     b = load_file(reference / "checkpoints/S1.1/final/model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-    converted = tmp_path / "back"
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "convert", "from-official",
-         str(run / "checkpoints/S1.1/final/official"), str(converted)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (converted / "config.json").exists()

@@ -1,0 +1,92 @@
+"""A training stage on a two-node local Ray cluster whose worker node is lost mid-stage (run as a
+script: the test session already holds a local Ray).
+
+The head has no CPUs, so both Ray Train workers (DeepSpeed, gloo) run on the worker node. Once
+Ray Train has registered a checkpoint, that node's raylet and workers are SIGKILLed (not
+gracefully) and a replacement node joins, as an autoscaler or KubeRay brings one: Ray Train's
+FailureConfig restarts the worker group there and it resumes from the checkpoint. Prints
+`node-removed: True`, `steps: N`, `resumed-from: N`, `losses-falling: True` when all went well.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import ray
+import torch
+from ray.cluster_utils import Cluster
+
+from model.build import build_model
+from model.tiny import save_tiny_llm
+from pipelines.layout import RunLayout
+from pipelines.model_folders import model_folder
+from tests.pipelines.test_train_job import MODEL, _hand_stage, _losses, _registered, _stage, _train
+
+STEPS = 8
+
+
+def _run(root: Path) -> RunLayout:
+    """An init checkpoint and one hand-written stage of one sample per worker."""
+    layout = RunLayout(root / "run")
+    torch.manual_seed(0)
+    model, tokenizer, processor = build_model(MODEL, save_tiny_llm(root / "llm", MODEL.tiny_llm))
+
+    def save(local):
+        model.save_pretrained(local)
+        tokenizer.save_pretrained(local)
+        processor.save_pretrained(local)
+
+    model_folder(layout.checkpoints(), "init", {"model": "tiny"}, save, root / "cache")
+    _hand_stage(layout, "S1.1", root, shards=2, per_shard=1)
+    return layout
+
+
+def main() -> int:
+    root = Path(tempfile.mkdtemp())
+    layout = _run(root)
+    # A lost node is noticed in about a second, not Ray's default ~30 s of missed health checks.
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "_system_config": {"health_check_period_ms": 500,
+                                          "health_check_failure_threshold": 2}})  # fmt: skip
+    node = cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    cluster.wait_for_nodes()
+
+    outcome = {}
+    stage = _stage("S1.1", ["patch_embed", "visual_ffn"], zero=2, steps=STEPS)
+    trainer = threading.Thread(target=lambda: outcome.update(
+        report=_train(layout, stage, layout.init_checkpoint())))  # fmt: skip
+    trainer.start()
+    deadline = time.time() + 300
+    while time.time() < deadline and trainer.is_alive() and not _registered(root / "run" / "train",
+                                                                            "S1.1"):  # fmt: skip
+        time.sleep(0.05)
+    removed = _registered(root / "run" / "train", "S1.1") and trainer.is_alive()
+    if removed:
+        cluster.remove_node(node, allow_graceful=False)  # the node is lost: SIGKILL
+        cluster.add_node(num_cpus=1)  # its replacement joins
+    trainer.join(timeout=600)
+    metrics = outcome.get("report", {}).get("metrics", {})
+    print(f"node-removed: {removed}")
+    print(f"steps: {metrics.get('step')}")
+    print(f"resumed-from: {metrics.get('resumed_from')}")
+    falling = False
+    if "report" in outcome:
+        try:
+            falling = bool(_losses(outcome["report"]))  # every step logged once, loss falling
+        except AssertionError as error:
+            print(f"losses: {error}")
+    print(f"losses-falling: {falling}")
+    ray.shutdown()
+    cluster.shutdown()
+    ok = removed and falling and metrics.get("step") == STEPS and (
+        metrics.get("resumed_from") or 0) > 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
