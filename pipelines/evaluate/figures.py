@@ -39,11 +39,7 @@ def milestones_png(points: list[dict], chance: float | None = None) -> bytes:
         axis.set_xlabel("training samples seen")
         axis.set_title(label)
         axis.legend(fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png(figure)
 
 
 def harness_columns(rows) -> list[tuple[str, str]]:
@@ -99,14 +95,21 @@ def benchmarks_png(points: list[dict]) -> bytes:
     axis.set_xlabel("training samples seen")
     axis.set_title("benchmarks (lmms-eval) against data seen")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png(figure)
 
 
 def evaluation_table(rows: dict[str, dict]) -> str:
     """Markdown: one row per evaluated checkpoint ({name: figures})."""
     cells = [[name, *(f"{figures[c]:.3f}" for c in COLUMNS)] for name, figures in rows.items()]
     return table(["checkpoint", *COLUMNS], cells, "l" + "r" * len(COLUMNS))
+
+
+def _png(figure) -> bytes:
+    """The figure as PNG bytes, closed (figures drawn in a long run must not pile up)."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()

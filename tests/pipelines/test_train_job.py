@@ -41,7 +41,11 @@ def _hand_stage(layout: RunLayout, name: str, root: Path, shards: int, per_shard
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A run with an init checkpoint and two stages of one sample per worker (a fixed batch)."""
-    root = tmp_path_factory.mktemp("train")
+    return make_run(tmp_path_factory.mktemp("train"), stages=("S1.1", "S1.2"))
+
+
+def make_run(root: Path, stages: tuple[str, ...]) -> RunLayout:
+    """A tiny init checkpoint and hand-written `stages` of one sample per worker, under `root`."""
     layout = RunLayout(root / "run")
     torch.manual_seed(0)
     model, tokenizer, processor = build_model(MODEL, save_tiny_llm(root / "llm", MODEL.tiny_llm))
@@ -52,8 +56,8 @@ def run(tmp_path_factory):
         processor.save_pretrained(local)
 
     model_folder(layout.checkpoints(), "init", {"model": "tiny"}, save, root / "cache")
-    _hand_stage(layout, "S1.1", root, shards=2, per_shard=1)
-    _hand_stage(layout, "S1.2", root, shards=2, per_shard=1)
+    for stage in stages:
+        _hand_stage(layout, stage, root, shards=2, per_shard=1)
     return layout
 
 

@@ -17,37 +17,16 @@ import time
 from pathlib import Path
 
 import ray
-import torch
 from ray.cluster_utils import Cluster
 
-from model.build import build_model
-from model.tiny import save_tiny_llm
-from pipelines.layout import RunLayout
-from pipelines.model_folders import model_folder
-from tests.pipelines.test_train_job import MODEL, _hand_stage, _losses, _registered, _stage, _train
+from tests.pipelines.test_train_job import _losses, _registered, _stage, _train, make_run
 
 STEPS = 8
 
 
-def _run(root: Path) -> RunLayout:
-    """An init checkpoint and one hand-written stage of one sample per worker."""
-    layout = RunLayout(root / "run")
-    torch.manual_seed(0)
-    model, tokenizer, processor = build_model(MODEL, save_tiny_llm(root / "llm", MODEL.tiny_llm))
-
-    def save(local):
-        model.save_pretrained(local)
-        tokenizer.save_pretrained(local)
-        processor.save_pretrained(local)
-
-    model_folder(layout.checkpoints(), "init", {"model": "tiny"}, save, root / "cache")
-    _hand_stage(layout, "S1.1", root, shards=2, per_shard=1)
-    return layout
-
-
 def main() -> int:
     root = Path(tempfile.mkdtemp())
-    layout = _run(root)
+    layout = make_run(root, stages=("S1.1",))
     # A lost node is noticed in about a second, not Ray's default ~30 s of missed health checks.
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "_system_config": {"health_check_period_ms": 500,
