@@ -31,10 +31,11 @@ from tests.flows.test_prefect_serve import (  # noqa: F401 (the module's own Pre
 SMALL_DEMO = [
     "synthetic_web.num_images=40", "synthetic_web.slow_seconds=1.0", "download.timeout=0.5",
     "model.tiny_llm.pretrain_steps=20",
-    "teacher.tiny.train_steps=5", "evaluate.images=4", "evaluate.texts=4",
+    "teacher.tiny.train_steps=5", "teacher.generation.max_new_tokens=8", "evaluate.images=4",
+    "evaluate.texts=4",
     "evaluate.max_new_tokens=8",
     # One stage, long enough in steps that a kill after its first checkpoint lands mid-stage.
-    "train.stages=[{name: S1.1, trainable: [patch_embed, visual_ffn], steps: 14, global_batch: 2,"
+    "train.stages=[{name: S1.1, trainable: [patch_embed, visual_ffn], steps: 10, global_batch: 2,"
     " max_packed_tokens: 1024, checkpoint_every: 2, milestones: 2}]",
 ]
 """The demo config made small: what the campaign does is the same, only less of it."""
