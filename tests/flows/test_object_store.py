@@ -32,7 +32,7 @@ def test_s3_run_root_equals_a_local_run(ray_local, s3_bucket, tmp_path):
     # Stalls well past the timeout, and a timeout no healthy fetch reaches on a loaded machine:
     # a fetch that times out in one run and not in the other would differ by its reason alone.
     overrides = [f"synthetic_web.port={port}", "synthetic_web.num_images=24",
-                 "synthetic_web.slow_seconds=6.0", "download.timeout=3.0",
+                 "synthetic_web.slow_seconds=12.0", "download.timeout=6.0",
                  "teacher.tiny.train_steps=5"]  # fmt: skip
     local = load_run_config(DEMO, [f"run_root={tmp_path / 'run'}", *overrides])
     remote = load_run_config(DEMO, [f"run_root={s3_bucket}/run", *overrides])
