@@ -6,7 +6,7 @@ what `evip evaluate`'s caption and grounding accuracies mean.
 The task YAMLs ship in `harness_tasks/`; `write_probe_task` makes a task folder of a probe (its
 `images.parquet` beside the YAMLs) that `lmms-eval --include_path` reads:
 
-    python -m pipelines.evaluate.probe_task runs/demo/probe /tmp/evip_tasks
+    python -m pipelines.evaluate.probe_task runs/demo/eval/probe /tmp/evip_tasks
     lmms-eval --model evip --model_args pretrained=runs/demo/checkpoints/S2/final \
         --tasks evip_probe --include_path /tmp/evip_tasks
 """

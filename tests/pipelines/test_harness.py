@@ -160,6 +160,36 @@ def test_a_bad_task_name_or_checkpoint_fails_before_any_ray_task(trained, tmp_pa
     assert not folder.exists() or not any(folder.iterdir())  # nothing was evaluated
 
 
+def test_loglikelihood_scores_the_answer_as_the_assistants_turn(trained):
+    """lmms-eval's loglikelihood requests (context, continuation or doc_to_target): the summed
+    log-probability of the continuation as evip's assistant turn, image included."""
+    from lmms_eval.api.instance import Instance
+
+    from pipelines.evaluate.asker import Asker
+    from pipelines.evaluate.harness_model import EvipLMM
+    from pipelines.evaluate.probe_task import doc_to_visual
+
+    weights, probe, _ = trained
+    asker = Asker.from_folder(weights, max_patches=1280, batch_size=4)
+    model = EvipLMM.from_asker(asker)
+    rows = pq.read_table(f"{probe}/images.parquet").to_pylist()
+    model.task_dict = {"probe": {"test": rows}}
+    truth = truth_of(rows[0])["description"]
+
+    def ask(continuation, doc_id=0):
+        return Instance("loglikelihood", (CONCEPT_PROMPT, continuation, doc_to_visual, doc_id,
+                                          "probe", "test"), 0,
+                        {"task": "probe", "doc_id": doc_id, "repeats": 1})  # fmt: skip
+
+    (right, greedy), (wrong, _), (by_target, _) = model.loglikelihood(
+        [ask(truth), ask(truth, doc_id=1), ask(lambda doc: truth_of(doc)["description"])])
+    assert right > wrong  # the description is likelier beside its own image than another's
+    assert by_target == right and isinstance(greedy, bool)
+    image = doc_to_visual(rows[0])[0]
+    _, tokens, _ = asker.answer_logprobs(image, CONCEPT_PROMPT, truth)
+    assert -right / tokens == pytest.approx(asker.loss([image], CONCEPT_PROMPT, [truth]))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_harness_on_cuda_scores_as_on_cpu(trained):
