@@ -55,6 +55,10 @@ class UnitWork:
     """The folder holds these units only: a recorded unit not among them is cleared too (a
     stage rebuilt into fewer shards leaves none of the old ones)."""
     resources: Resources = field(default_factory=Resources)
+    together: Callable[[str], str] | None = None
+    """Unit name -> a key: the units to do with one key run in one task, in `units` order
+    (a checkpoint's evaluations share its loaded model); `run` then gets the list of their
+    arguments and returns the list of their `covered`s. Each unit is still recorded alone."""
 
 
 def plan_units(work: UnitWork) -> Plan:
@@ -88,24 +92,35 @@ def run_units(work: UnitWork) -> Plan:
     todo = [(name, work.settings(name), work.units[name]) for name in plan.todo]
     if not todo:
         return plan
+    groups: dict[str, list] = {}
+    for unit in todo:  # one group per unit unless `together` says otherwise
+        groups.setdefault(unit[0] if work.together is None else work.together(unit[0]),
+                          []).append(unit)  # fmt: skip
     resources = work.resources
     try:
-        run_bounded(_run_and_record, todo, shared=(work.folder, work.run, work.shared),
+        run_bounded(_run_and_record, list(groups.values()),
+                    shared=(work.folder, work.run, work.shared, work.together is not None),
                     max_in_flight=resources.max_in_flight, retries=resources.retries,
                     num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
                     memory=resources.memory, ok=lambda covered: covered is not None,
                     desc=work.what)  # fmt: skip
     except UnitFailed as error:
-        for (name, _, _), why in error.failures:
-            log.write_error(name, f"{work.what}: {name}: {why}")
+        for group, why in error.failures:
+            for name, _, _ in group:
+                log.write_error(name, f"{work.what}: {name}: {why}")
         raise
     return plan
 
 
-def _run_and_record(shared, unit) -> dict | None:
-    folder, run, arguments = shared
-    name, settings, argument = unit
-    covered = run(arguments, argument)
-    if covered is not None:
-        CompletionLog(folder).write(name, settings, covered)
-    return covered
+def _run_and_record(shared, group: list) -> list | None:
+    """Runs one task's units and records each one done; None when any is not (the task is
+    then tried again)."""
+    folder, run, arguments, together = shared
+    if together:
+        covered = run(arguments, [argument for _, _, argument in group])
+    else:
+        covered = [run(arguments, group[0][2])]
+    for (name, settings, _), done in zip(group, covered, strict=True):
+        if done is not None:
+            CompletionLog(folder).write(name, settings, done)
+    return None if any(done is None for done in covered) else covered

@@ -18,6 +18,15 @@ def probe_url(config, layout) -> str | None:
     return demo_probe(config, layout)
 
 
+def _units(config, layout) -> dict[str, tuple[str, str, str]]:
+    """{unit: (checkpoint, weights, part)} of the run: each checkpoint's probe and tasks."""
+    from pipelines.evaluate.campaign import campaign_checkpoints
+    from pipelines.evaluate.job import evaluation_units
+
+    checkpoints = {c["name"]: c["weights"] for c in campaign_checkpoints(layout, config.train)}
+    return evaluation_units(checkpoints, probe_url(config, layout), config.evaluate)
+
+
 class Evaluate(Step):
     name, command = "evaluate", "evaluate"
     inputs = ("model", "train")
@@ -29,19 +38,13 @@ class Evaluate(Step):
         return layout.evaluations()
 
     def units(self, config, layout, source):
-        from pipelines.evaluate.campaign import campaign_checkpoints
-
-        return [c["name"] for c in campaign_checkpoints(layout, config.train)]
+        return list(_units(config, layout))
 
     def settings(self, config, layout, source, unit):
-        from pipelines.evaluate.campaign import campaign_checkpoints
         from pipelines.evaluate.job import evaluation_settings
 
-        point = next(c for c in campaign_checkpoints(layout, config.train) if c["name"] == unit)
-        probe = probe_url(config, layout)
-        if probe is None and not config.evaluate.harness_tasks:
-            return None
-        return evaluation_settings(point["weights"], probe, config.evaluate)
+        _, weights, part = _units(config, layout)[unit]
+        return evaluation_settings(weights, probe_url(config, layout), config.evaluate, part)
 
     def run(self, config, source, upstream):
         from pipelines.evaluate.campaign import evaluate_campaign

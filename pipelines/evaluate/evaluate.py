@@ -87,27 +87,56 @@ def grounded(answer: str, row: dict) -> bool:
     return box is not None and iou(box, box_1000(truth, row["width"], row["height"])) >= 0.5
 
 
-def evaluate_weights(weights: str, probe: str | None, options: EvalOptions,
-                     harness_defaults: bool = True) -> dict:  # fmt: skip
-    """Every figure of the module docstring for the checkpoint folder `weights` (with a probe),
-    the first captions next to their truth (`samples`), and `harness`: {task: {metric: value}}
-    of `options.harness_tasks` (`harness_defaults`: whether lmms-eval's own tasks are needed)."""
+PROBE_PART = "probe"
+"""The part of a checkpoint's evaluation that evip's own probe loop makes; every other part is
+one lmms-eval task."""
+
+
+def evaluation_parts(probe: str | None, options: EvalOptions) -> list[str]:
+    """What is evaluated of each checkpoint, each recorded alone: the probe (with one), then
+    every harness task."""
+    return ([PROBE_PART] if probe is not None else []) + list(options.harness_tasks)
+
+
+def load_asker(weights: str, options: EvalOptions):
+    """The checkpoint folder loaded once for every part (on CUDA when `options.gpus`)."""
     from pipelines.evaluate.asker import Asker
-    from pipelines.evaluate.harness import run_tasks
     from pipelines.model_folders import local_model_folder
 
-    device = "cuda" if options.gpus > 0 else "cpu"
-    ask = Asker.from_folder(local_model_folder(weights), options.max_patches, options.batch_size,
-                            device)  # fmt: skip
-    figures = {"weights": weights}
-    if probe is not None:
-        figures |= probe_figures(ask, probe, options)
-    if options.harness_tasks:
-        asks = {"max_new_tokens": options.max_new_tokens, "prompt": options.prompt}
-        figures["harness"] = run_tasks(ask, list(options.harness_tasks),
-                                       list(options.harness_include), probe, harness_defaults,
-                                       options.harness_limit, asks)  # fmt: skip
-    return figures
+    return Asker.from_folder(local_model_folder(weights), options.max_patches,
+                             options.batch_size, "cuda" if options.gpus > 0 else "cpu")  # fmt: skip
+
+
+def part_figures(ask, part: str, probe: str | None, options: EvalOptions,
+                 harness_defaults: bool = True) -> dict:  # fmt: skip
+    """The figures of one part: the probe's (module docstring), or {task: {metric: value}} of
+    one lmms-eval task (a group gives its subtasks; `harness_defaults`: whether lmms-eval's
+    own tasks are needed)."""
+    from pipelines.evaluate.harness import run_tasks
+
+    if part == PROBE_PART:
+        return probe_figures(ask, probe, options)
+    asks = {"max_new_tokens": options.max_new_tokens, "prompt": options.prompt}
+    return run_tasks(ask, [part], list(options.harness_include), probe, harness_defaults,
+                     options.harness_limit, asks)  # fmt: skip
+
+
+def merged(weights: str, parts: dict[str, dict]) -> dict:
+    """One checkpoint's figures from its parts: the probe's at the top, the harness tasks'
+    under `harness` (absent without harness tasks)."""
+    figures = {"weights": weights, **parts.get(PROBE_PART, {})}
+    harness = {task: metrics for part, figures in parts.items() if part != PROBE_PART
+               for task, metrics in figures.items()}  # fmt: skip
+    return figures | ({"harness": harness} if harness else {})
+
+
+def evaluate_weights(weights: str, probe: str | None, options: EvalOptions) -> dict:
+    """Every figure of the module docstring for the checkpoint folder `weights` (with a probe),
+    the first captions next to their truth (`samples`), and `harness`: {task: {metric: value}}
+    of `options.harness_tasks`."""
+    ask = load_asker(weights, options)
+    return merged(weights, {part: part_figures(ask, part, probe, options)
+                            for part in evaluation_parts(probe, options)})  # fmt: skip
 
 
 def probe_figures(ask, probe: str, options: EvalOptions) -> dict:

@@ -1,32 +1,59 @@
 """Evaluating many checkpoints at once: one Ray task per checkpoint folder (thin adapter).
 
-A checkpoint's evaluation is recorded beside the run's other reports (`reports/eval/`) with the
-checkpoint's own completion settings, so an evaluation already made of the same weights is read,
-not redone.
+Each part of a checkpoint's evaluation (the probe, each lmms-eval task) is recorded alone beside
+the run's other reports (`reports/eval/<checkpoint>@<part>.json`) with what it is made from, so
+a part already made of the same weights is read, not redone: adding a benchmark evaluates that
+benchmark only. A checkpoint's parts still to do share one Ray task and one loaded model.
 """
 
 from __future__ import annotations
 
 from pipelines import storage
-from pipelines.evaluate.evaluate import PROBE_FILES, EvalOptions, evaluate_weights
+from pipelines.evaluate.evaluate import (
+    PROBE_FILES,
+    PROBE_PART,
+    EvalOptions,
+    evaluation_parts,
+    load_asker,
+    merged,
+    part_figures,
+)
 from pipelines.outputs import checkpoint
 from pipelines.units import Resources, UnitWork, run_units
 
 
-def evaluation_settings(weights: str, probe: str | None, options: EvalOptions) -> dict | None:
-    """What an evaluation's figures are made from, by content not place (a run root copied
-    elsewhere evaluates nothing again): what made the weights, the probe's files (size and
-    version), the options and, with harness tasks, the harness's version and the probe tasks'
-    YAMLs; None while the weights (or the probe) are not complete."""
+def evaluation_units(checkpoints: dict[str, str], probe: str | None,
+                     options: EvalOptions) -> dict[str, tuple[str, str, str]]:  # fmt: skip
+    """{unit: (checkpoint name, weights URL, part)}: one unit per checkpoint and part."""
+    return {f"{name}@{part}": (name, url, part) for name, url in checkpoints.items()
+            for part in evaluation_parts(probe, options)}  # fmt: skip
+
+
+def evaluation_settings(weights: str, probe: str | None, options: EvalOptions,
+                        part: str) -> dict | None:  # fmt: skip
+    """What one part's figures are made from, by content not place (a run root copied
+    elsewhere evaluates nothing again): what made the weights, how they are asked, and the
+    probe's files (size and version) for the parts that read it, lmms-eval's version and the
+    task for a harness part; None while the weights (or the probe) are not complete."""
+    from pipelines.evaluate.probe_task import PROBE_TASKS
+
     made_with = checkpoint(weights).settings_hash
-    if made_with is None or (probe is not None and not probe_exists(probe)):
+    reads_probe = part == PROBE_PART or part in PROBE_TASKS
+    if made_with is None or (reads_probe and (probe is None or not probe_exists(probe))):
         return None
-    files = {} if probe is None else {name: storage.fingerprint(storage.join(probe, name))
-                                      for name in PROBE_FILES}  # fmt: skip
-    settings = {"made_with": made_with, "probe": files, "options": options.model_dump(mode="json")}
-    if options.harness_tasks:
+    asks = {"device": "cuda" if options.gpus > 0 else "cpu", "max_patches": options.max_patches,
+            "batch_size": options.batch_size}  # fmt: skip
+    settings = {"made_with": made_with, "part": part}
+    if reads_probe:
+        settings["probe"] = {name: storage.fingerprint(storage.join(probe, name))
+                             for name in PROBE_FILES}  # fmt: skip
+        asks |= {"prompt": options.prompt, "max_new_tokens": options.max_new_tokens}
+    if part == PROBE_PART:
+        asks |= {"images": options.images, "texts": options.texts}
+    else:
+        asks |= {"include": list(options.harness_include), "limit": options.harness_limit}
         settings["harness"] = harness_version()
-    return settings
+    return settings | {"asks": asks}
 
 
 def harness_version() -> dict:
@@ -69,34 +96,42 @@ def evaluate_checkpoints(folder: str, checkpoints: dict[str, str], probe: str | 
                          options: EvalOptions) -> dict[str, dict]:  # fmt: skip
     """{name: figures} of every checkpoint folder in `checkpoints` ({name: weights URL}).
 
-    Results are recorded in `folder` under each name; a name whose record matches its weights
-    and options is read back instead of evaluated again. Before any Ray task starts: the probe
-    must exist, every checkpoint be complete and load, every harness task be known.
+    Each part is recorded in `folder`; a part whose record matches its weights and settings is
+    read back instead of evaluated again. Before any Ray task starts: the probe must exist,
+    every checkpoint be complete and load, every harness task be known.
     """
     from pipelines.evaluate.harness import check_tasks
 
     if probe is not None and not probe_exists(probe):
         raise FileNotFoundError(f"evaluate: probe {probe} lacks one of {PROBE_FILES}")
-    settings = {name: evaluation_settings(url, probe, options)
-                for name, url in checkpoints.items()}  # fmt: skip
-    missing = [checkpoints[name] for name, wanted in settings.items() if wanted is None]
+    units = evaluation_units(checkpoints, probe, options)
+    settings = {unit: evaluation_settings(url, probe, options, part)
+                for unit, (_, url, part) in units.items()}  # fmt: skip
+    missing = sorted({units[unit][1] for unit, wanted in settings.items() if wanted is None})
     if missing:
         raise ValueError(f"evaluate: checkpoints not complete: {missing}")
     for url in checkpoints.values():
         check_loadable(url)
     defaults = options.harness_tasks and check_tasks(list(options.harness_tasks),
                                                      list(options.harness_include))  # fmt: skip
-    units = {name: (name, url) for name, url in checkpoints.items()}
     run_units(UnitWork(folder, "evaluate checkpoints", units, settings.__getitem__,
                        _evaluate, shared=(folder, probe, options, bool(defaults)),
                        resources=Resources(options.cpus, options.gpus,
-                                           max_in_flight=len(checkpoints) or 1,
-                                           retries=0)))  # fmt: skip
-    return {name: storage.read_json(storage.join(folder, f"{name}.json")) for name in checkpoints}
+                                           max_in_flight=len(checkpoints) or 1, retries=0),
+                       together=lambda unit: units[unit][0]))  # fmt: skip
+    parts: dict[str, dict] = {name: {} for name in checkpoints}
+    for unit, (name, _, part) in units.items():
+        parts[name][part] = storage.read_json(storage.join(folder, f"{unit}.json"))
+    return {name: merged(checkpoints[name], parts[name]) for name in checkpoints}
 
 
-def _evaluate(shared, unit: tuple[str, str]) -> dict:
-    (folder, probe, options, defaults), (name, weights) = shared, unit
-    figures = evaluate_weights(weights, probe, options, defaults)
-    storage.write_json(figures, storage.join(folder, f"{name}.json"))
-    return {"figures": f"{name}.json"}
+def _evaluate(shared, units: list[tuple[str, str, str]]) -> list[dict]:
+    """The parts of one checkpoint still to do, on the model loaded once."""
+    folder, probe, options, defaults = shared
+    ask = load_asker(units[0][1], options)
+    covered = []
+    for name, _, part in units:
+        figures = part_figures(ask, part, probe, options, defaults)
+        storage.write_json(figures, storage.join(folder, f"{name}@{part}.json"))
+        covered.append({"figures": f"{name}@{part}.json"})
+    return covered

@@ -174,9 +174,10 @@ def test_a_campaign_whose_worker_dies_mid_training_is_rerun_from_the_api_redoing
     # The demo's harness (lmms-eval) numbers join the report per stage, equal to the probe's own.
     assert "### benchmarks (lmms-eval)" in report and (run / "reports/eval/benchmarks.png").exists()
     for stage in ("init", "S1.1"):
-        figures = json.loads((run / f"reports/eval/{stage}.json").read_text())
-        assert figures["harness"]["evip_probe_caption"]["caption_accuracy"] == pytest.approx(
-            figures["caption_accuracy"])
+        probe = json.loads((run / f"reports/eval/{stage}@probe.json").read_text())
+        harness = json.loads((run / f"reports/eval/{stage}@evip_probe.json").read_text())
+        assert harness["evip_probe_caption"]["caption_accuracy"] == pytest.approx(
+            probe["caption_accuracy"])
 
     # The reference: the same steps' outputs, training run once, uninterrupted.
     reference = tmp_path / "reference"

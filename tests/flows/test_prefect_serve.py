@@ -231,8 +231,8 @@ def test_the_ui_lists_every_deployment_and_runs_the_campaign_with_a_changed_fiel
         browser.close()
     parameters = _api(url, f"/flow_runs/{run_id}")["parameters"]
     assert parameters["config"]["evaluate"]["images"] == 3
-    evaluated = json.loads((run_root / "reports/eval/_done/init.json").read_text())
-    assert evaluated["settings"]["options"]["images"] == 3
+    evaluated = json.loads((run_root / "reports/eval/_done/init@probe.json").read_text())
+    assert evaluated["settings"]["asks"]["images"] == 3
     after = _records(run_root)
     kept = [k for k in before if not k.startswith("reports/eval")]
     assert kept and {k: after[k] for k in kept} == {k: before[k] for k in kept}  # not redone

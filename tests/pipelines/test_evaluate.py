@@ -75,16 +75,17 @@ def test_checkpoints_are_evaluated_in_ray_tasks_and_recorded(tmp_path, ray_local
     for key in ("caption_accuracy", "grounding_accuracy"):
         assert 0.0 <= a[key] <= 1.0
     assert len(a["samples"]) == 4 and a["samples"][0]["truth"].endswith(".")
-    written = (tmp_path / "reports" / "eval" / "a.json").stat().st_mtime_ns
+    made = tmp_path / "reports" / "eval" / "a@probe.json"
+    written = made.stat().st_mtime_ns
     assert evaluate_checkpoints(folder, wanted, probe, eval_options) == figures
-    assert (tmp_path / "reports" / "eval" / "a.json").stat().st_mtime_ns == written  # read back
+    assert made.stat().st_mtime_ns == written  # read back
     # By content: the same weights and probe copied elsewhere (a copied run root) are read back.
     shutil.copytree(tmp_path / "checkpoints", tmp_path / "copy" / "checkpoints")
     shutil.copytree(tmp_path / "probe", tmp_path / "copy" / "probe")  # keeps mtimes, as cp -a
     moved = {name: str(tmp_path / "copy" / "checkpoints" / name) for name in wanted}
-    assert evaluate_checkpoints(folder, moved, str(tmp_path / "copy" / "probe"),
-                                eval_options) == figures  # fmt: skip
-    assert (tmp_path / "reports" / "eval" / "a.json").stat().st_mtime_ns == written
+    again = evaluate_checkpoints(folder, moved, str(tmp_path / "copy" / "probe"), eval_options)
+    assert again == {name: figures[name] | {"weights": moved[name]} for name in wanted}
+    assert made.stat().st_mtime_ns == written
     png = milestones_png([{"stage": "init", "samples_seen": 0, **a},
                           {"stage": "S1.1", "samples_seen": 8, **b}], chance=0.3)  # fmt: skip
     assert png[:4] == b"\x89PNG"

@@ -132,10 +132,19 @@ def test_lmms_eval_cli_runs_the_evip_model_and_scores_as_evip_does(trained, tmp_
 
 @pytest.mark.slow
 def test_the_evaluate_step_runs_harness_tasks_in_its_ray_task(trained, tmp_path, ray_local):
+    """Each task is recorded alone: a benchmark added to a checkpoint already evaluated is the
+    only thing evaluated."""
     weights, probe, _ = trained
+    folder = tmp_path / "eval"
+    alone = evaluate_checkpoints(str(folder), {"S1.1": weights}, probe, OPTIONS)["S1.1"]
+    assert "harness" not in alone
+    probed = (folder / "S1.1@probe.json").stat().st_mtime_ns
     options = OPTIONS.model_copy(update={"harness_tasks": ("evip_probe",)})
-    figures = evaluate_checkpoints(str(tmp_path / "eval"), {"S1.1": weights}, probe,
-                                   options)["S1.1"]  # fmt: skip
+    figures = evaluate_checkpoints(str(folder), {"S1.1": weights}, probe, options)["S1.1"]
+    assert (folder / "S1.1@probe.json").stat().st_mtime_ns == probed  # read back, not redone
+    assert figures == alone | {"harness": figures["harness"]}
+    record = json.loads((folder / "_done" / "S1.1@evip_probe.json").read_text())
+    assert record["settings"]["part"] == "evip_probe"
     harness = figures["harness"]
     assert set(harness) >= {"evip_probe_caption", "evip_probe_grounding"}
     assert harness["evip_probe_caption"]["caption_accuracy"] == pytest.approx(

@@ -3,6 +3,8 @@ their resources, record each unit where it ran, keep the error of a unit that al
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pipelines import storage
@@ -45,11 +47,33 @@ def test_units_run_once_stale_ones_again_and_dropped_ones_are_cleared(ray_local,
 def test_a_failing_unit_keeps_its_error_and_the_others_are_recorded(ray_local, tmp_path):
     with pytest.raises(UnitFailed) as failed:
         run_units(_work(tmp_path, {"a": 1, "b": 2}, fail_on="b"))
-    [(unit, why)] = failed.value.failures
-    assert unit == ("b", {"version": 1}, ("b", 2)) and isinstance(why, ValueError)
+    [(units, why)] = failed.value.failures
+    assert units == [("b", {"version": 1}, ("b", 2))] and isinstance(why, ValueError)
     assert sorted(CompletionLog(str(tmp_path)).records()) == ["a"]
     error = storage.read_json(storage.join(str(tmp_path), "_done", "_errors", "b.json"))
     assert "cannot make b" in error["error"]
+
+
+def _write_together(shared, units: list) -> list[dict]:
+    """One task's units: all in one process (its pid says so), each its own output."""
+    import os
+
+    return [_write(shared, unit) | {"pid": os.getpid(), "with": len(units)} for unit in units]
+
+
+def test_units_run_together_share_a_task_and_are_still_recorded_alone(ray_local, tmp_path):
+    log = CompletionLog(str(tmp_path))
+    work = _work(tmp_path, {"a@x": 1, "a@y": 2, "b@x": 3}, together=lambda u: u.split("@")[0])
+    run_units(dataclasses.replace(work, run=_write_together))
+    covered = {name: record["covered"] for name, record in log.records().items()}
+    assert covered["a@x"]["pid"] == covered["a@y"]["pid"] and covered["a@x"]["with"] == 2
+    assert covered["b@x"]["with"] == 1 and (tmp_path / "a@y.txt").read_text() == "2"
+    # A unit added later runs alone: its group's other units are complete.
+    plan = run_units(dataclasses.replace(_work(tmp_path, {"a@x": 1, "a@y": 2, "a@z": 4},
+                                               together=lambda u: u.split("@")[0]),
+                                         run=_write_together))  # fmt: skip
+    assert plan.todo == ["a@z"] and log.read("a@z")["covered"]["with"] == 1
+    assert log.read("a@x")["covered"] == covered["a@x"]
 
 
 def test_a_step_is_retried_only_when_a_failed_unit_may_pass():
