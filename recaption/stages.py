@@ -17,9 +17,6 @@ from recaption.prompts import prompt_for
 from recaption.subset import drawn
 from recaption.teacher import PreparedSample, TeacherInputs, build_teacher, decode_image
 
-OUTPUT_COLUMNS = ("shard", "key", "sample_id", "caption", "teacher_caption", "raw_caption",
-                  "fallback", "reason", "prompt")  # fmt: skip
-
 
 def read_shard(row: dict) -> list[dict]:
     """{shard, tar, keep_list, rate, seed} -> one row per kept sample of that shard drawn into
