@@ -21,7 +21,8 @@ from pipelines.outputs import kept_shards_in
 from pipelines.records import kept_count, kept_keys
 from pipelines.units import UnitWork, prepare_units
 from recaption.options import CleaningOptions, RecaptionJobOptions, TeacherOptions
-from recaption.stages import Caption, Preprocess, read_shard
+from recaption.reading import read_shard
+from recaption.stages import Caption, Preprocess
 from recaption.subset import CaptionSubset, caption_subset
 from recaption.teacher import check_checkpoint, resolve_backend
 from recaption.writer import CaptionWriter, write_sealed

@@ -1,8 +1,8 @@
 """The recaption job's stages as plain callables over batches (no Ray in here).
 
-read_shard (shard -> its kept samples) -> Preprocess (decode + InternVL tiling + tokens, CPU)
--> Caption (the teacher, batched; cleaning). A bad image or a failing generation drops that one
-sample with a reason; the rest of its batch goes on.
+read_shard (`reading.py`: shard -> its kept samples) -> Preprocess (decode + InternVL tiling +
+tokens, CPU) -> Caption (the teacher, batched; cleaning) -> CaptionWriter (`writer.py`). A bad
+image or a failing generation drops that one sample with a reason; the rest of its batch goes on.
 """
 
 from __future__ import annotations
@@ -10,21 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.model_folders import local_model_folder
-from pipelines.records import iter_kept_samples
 from recaption.cleaning import clean_caption
 from recaption.options import CleaningOptions, TeacherOptions
 from recaption.prompts import prompt_for
-from recaption.subset import drawn
 from recaption.teacher import PreparedSample, TeacherInputs, build_teacher, decode_image
-
-
-def read_shard(row: dict) -> list[dict]:
-    """{shard, tar, keep_list, rate, seed} -> one row per kept sample of that shard drawn into
-    the subset of `rate` (`recaption.subset`; rate 1 takes every one)."""
-    return [{"shard": row["shard"], "key": s["key"], "sample_id": s["sample_id"], "jpg": s["jpg"],
-             "alt_text": s["alt_text"]}
-            for s in iter_kept_samples(row["tar"], row["keep_list"])
-            if drawn(row.get("seed", 0), row.get("rate", 1.0), s["sample_id"])]  # fmt: skip
 
 
 class Preprocess:

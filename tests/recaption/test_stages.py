@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from recaption.options import CleaningOptions
-from recaption.stages import Caption, Preprocess, read_shard
+from recaption.reading import read_shard
+from recaption.stages import Caption, Preprocess
 from tests.recaption.conftest import write_shards
 
 

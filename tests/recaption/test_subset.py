@@ -8,7 +8,7 @@ from pipelines.completion import CompletionLog, settings_hash
 from pipelines.outputs import FILTER_UNIT
 from recaption.job import caption_settings
 from recaption.options import CleaningOptions, RecaptionJobOptions, VllmEngineOptions
-from recaption.stages import read_shard
+from recaption.reading import read_shard
 from recaption.subset import CaptionSubset, caption_subset, drawn, filtered_kept
 from tests.recaption.conftest import write_shards
 
