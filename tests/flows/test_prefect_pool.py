@@ -34,7 +34,9 @@ SMALL_DEMO = [
     "teacher.tiny.train_steps=5", "teacher.generation.max_new_tokens=8", "evaluate.images=4",
     "evaluate.texts=4",
     "evaluate.max_new_tokens=8",
-    # One stage, long enough in steps that a kill after its first checkpoint lands mid-stage.
+    # One stage (its data alone built), long enough in steps that a kill after its first
+    # checkpoint lands mid-stage.
+    "stages.stages=[{name: S1.1, text: alt_text, max_patches: 1280, samples_per_shard: 16}]",
     "train.stages=[{name: S1.1, trainable: [patch_embed, visual_ffn], steps: 10, global_batch: 2,"
     " max_packed_tokens: 1024, checkpoint_every: 2, milestones: 2}]",
 ]

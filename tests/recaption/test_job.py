@@ -1,4 +1,5 @@
-"""The Ray Data recaption job: every kept sample exactly one caption, reruns skip, crashes redo."""
+"""The Ray Data recaption job: every kept sample exactly one caption, reruns skip, crashes redo
+(a shard whose file was written but not its record: what a job killed between the two leaves)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def test_job_captions_each_kept_sample_once_and_resumes(
     ray_local, tmp_path, teacher_dir, teacher_options
 ):
     kept = write_shards(tmp_path, [7, 5, 1, 6], bad={"000010003"})  # shard 2 keeps nothing
+    filtered = CompletionLog(str(tmp_path / "filtered"))
+    filtered.write("filter", {"inputs": ["00000", "00001", "00002", "00003"]}, {})
     job = RecaptionJob(
         str(teacher_dir),
         teacher_options,
@@ -54,6 +57,15 @@ def test_job_captions_each_kept_sample_once_and_resumes(
     assert again["shards"] == 1 and again["skipped"] == 3
     assert [r["key"] for r in _captions(out)[3]] == sorted(kept[3])
     assert {s: os.stat(out / f"{s:05d}.parquet").st_mtime_ns for s in (0, 1, 2)} == before
+
+    # One more download shard (a new filter record, which covers every shard): captioned alone.
+    before = {s: os.stat(out / f"{s:05d}.parquet").st_mtime_ns for s in range(4)}
+    kept = write_shards(tmp_path, [7, 5, 1, 6, 3], bad={"000010003"})
+    filtered.write("filter", {"inputs": ["00000", "00001", "00002", "00003", "00004"]}, {})
+    report = job.run(tmp_path / "raw", tmp_path / "filtered", out)
+    assert report["shards"] == 1 and report["skipped"] == 4 and report["stale"] == 0
+    assert [r["key"] for r in _captions(out)[4]] == kept[4]
+    assert {s: os.stat(out / f"{s:05d}.parquet").st_mtime_ns for s in range(4)} == before
 
 
 @pytest.mark.slow
@@ -110,26 +122,6 @@ def test_a_caption_shard_depends_on_its_own_keep_list_and_download_only(tmp_path
     raw.write("00001", {"download": "again"})  # shard 1 downloaded again
     again = _shard_settings(tmp_path, teacher_options)
     assert again[0] == after[0] and again[1] != after[1]
-
-
-@pytest.mark.slow
-def test_one_more_shard_is_captioned_alone(ray_local, tmp_path, teacher_dir, teacher_options,
-                                           capsys):  # fmt: skip
-    write_shards(tmp_path, [3, 4])
-    filtered = CompletionLog(str(tmp_path / "filtered"))
-    filtered.write("filter", {"inputs": ["00000", "00001"]}, {})
-    out = tmp_path / "captions"
-    job = RecaptionJob(str(teacher_dir), teacher_options, CleaningOptions(),
-                       RecaptionJobOptions(batch_size=4, preprocess_batch_size=4))  # fmt: skip
-    assert job.run(tmp_path / "raw", tmp_path / "filtered", out)["shards"] == 2
-    before = {s: os.stat(out / f"{s:05d}.parquet").st_mtime_ns for s in (0, 1)}
-
-    kept = write_shards(tmp_path, [3, 4, 2])  # a new download shard: a new filter record
-    filtered.write("filter", {"inputs": ["00000", "00001", "00002"]}, {})
-    report = job.run(tmp_path / "raw", tmp_path / "filtered", out)
-    assert report["shards"] == 1 and report["skipped"] == 2 and report["stale"] == 0
-    assert [r["key"] for r in _captions(out)[2]] == kept[2]
-    assert {s: os.stat(out / f"{s:05d}.parquet").st_mtime_ns for s in (0, 1)} == before
 
 
 @pytest.mark.slow
