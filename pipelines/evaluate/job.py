@@ -101,9 +101,13 @@ def evaluate_checkpoints(folder: str, checkpoints: dict[str, str], probe: str | 
     every checkpoint be complete and load, every harness task be known.
     """
     from pipelines.evaluate.harness import check_tasks
+    from pipelines.evaluate.probe_task import PROBE_TASKS
 
     if probe is not None and not probe_exists(probe):
         raise FileNotFoundError(f"evaluate: probe {probe} lacks one of {PROBE_FILES}")
+    if probe is None and set(options.harness_tasks) & set(PROBE_TASKS):
+        raise ValueError(f"evaluate: harness tasks {sorted(PROBE_TASKS)} ask the probe: set "
+                         "evaluate.probe (the demo draws its own)")  # fmt: skip
     units = evaluation_units(checkpoints, probe, options)
     settings = {unit: evaluation_settings(url, probe, options, part)
                 for unit, (_, url, part) in units.items()}  # fmt: skip

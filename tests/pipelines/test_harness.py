@@ -160,6 +160,9 @@ def test_a_bad_task_name_or_checkpoint_fails_before_any_ray_task(trained, tmp_pa
     with pytest.raises(ValueError, match="unknown lmms-eval tasks: evip_probe_captoin "
                                          r"\(did you mean evip_probe_caption"):  # fmt: skip
         evaluate_checkpoints(str(folder), {"S1.1": weights}, probe, typo)
+    with pytest.raises(ValueError, match="ask the probe: set evaluate.probe"):
+        evaluate_checkpoints(str(folder), {"S1.1": weights}, None,
+                             OPTIONS.model_copy(update={"harness_tasks": ("evip_probe",)}))
     # A complete folder that is not an evip checkpoint (the base LLM, say).
     llm = model_folder(str(tmp_path / "checkpoints"), "llm", {"base": 1},
                        lambda local: shutil.copytree(root / "llm", local, dirs_exist_ok=True),
