@@ -16,10 +16,6 @@ from pipelines.completion import CompletionLog
 from pipelines.layout import shard_name
 from pipelines.schema import CAPTION
 
-OUTPUT_COLUMNS = ("shard", "key", "sample_id", "caption", "teacher_caption", "raw_caption",
-                  "fallback", "reason", "prompt")  # fmt: skip
-"""What the caption stage emits per sample (the columns of `CAPTION`)."""
-
 
 def write_captions(rows: list[dict], url: str) -> None:
     """Writes one shard's captions, sorted by key, through a temporary name."""
@@ -41,7 +37,7 @@ class CaptionWriter:
 
     def __call__(self, batch: pa.Table) -> dict:
         done = {"shard": [], "images": [], "kept": []}
-        for row in batch.select(list(OUTPUT_COLUMNS)).to_pylist():
+        for row in batch.select(CAPTION.names).to_pylist():
             shard = row["shard"]
             if shard not in self.expected:
                 continue  # already written: a late repeat

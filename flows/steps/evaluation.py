@@ -41,10 +41,15 @@ class Evaluate(Step):
         return list(_units(config, layout))
 
     def settings(self, config, layout, source, unit):
+        return self.unit_settings(config, layout, source)[unit]
+
+    def unit_settings(self, config, layout, source):
+        """Every part's settings at once: the checkpoints and the probe are looked up once."""
         from pipelines.evaluate.job import evaluation_settings
 
-        _, weights, part = _units(config, layout)[unit]
-        return evaluation_settings(weights, probe_url(config, layout), config.evaluate, part)
+        probe = probe_url(config, layout)
+        return {unit: evaluation_settings(weights, probe, config.evaluate, part)
+                for unit, (_, weights, part) in _units(config, layout).items()}  # fmt: skip
 
     def run(self, config, source, upstream):
         from pipelines.evaluate.campaign import evaluate_campaign

@@ -18,6 +18,7 @@ from pipelines.evaluate.evaluate import (
     merged,
     part_figures,
 )
+from pipelines.evaluate.probe_task import PROBE_TASKS, TASK_YAMLS
 from pipelines.outputs import checkpoint
 from pipelines.units import Resources, UnitWork, run_units
 
@@ -35,8 +36,6 @@ def evaluation_settings(weights: str, probe: str | None, options: EvalOptions,
     elsewhere evaluates nothing again): what made the weights, how they are asked, and the
     probe's files (size and version) for the parts that read it, lmms-eval's version and the
     task for a harness part; None while the weights (or the probe) are not complete."""
-    from pipelines.evaluate.probe_task import PROBE_TASKS
-
     made_with = checkpoint(weights).settings_hash
     reads_probe = part == PROBE_PART or part in PROBE_TASKS
     if made_with is None or (reads_probe and (probe is None or not probe_exists(probe))):
@@ -61,8 +60,6 @@ def harness_version() -> dict:
     content of the probe tasks' YAMLs evip ships."""
     import hashlib
     from importlib.metadata import PackageNotFoundError, version
-
-    from pipelines.evaluate.probe_task import TASK_YAMLS
 
     yamls = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:16]
              for path in sorted(TASK_YAMLS.glob("*.yaml"))}  # fmt: skip
@@ -101,7 +98,6 @@ def evaluate_checkpoints(folder: str, checkpoints: dict[str, str], probe: str | 
     every checkpoint be complete and load, every harness task be known.
     """
     from pipelines.evaluate.harness import check_tasks
-    from pipelines.evaluate.probe_task import PROBE_TASKS
 
     if probe is not None and not probe_exists(probe):
         raise FileNotFoundError(f"evaluate: probe {probe} lacks one of {PROBE_FILES}")
