@@ -41,6 +41,8 @@ def train_loop(config: dict) -> None:
     torch.manual_seed(config["seed"])
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     device = "cuda" if torch.cuda.is_available() and config.get("use_gpu") else "cpu"
+    if device == "cpu":
+        _no_inference_all_reduce_op()
     deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo")
 
     engine, optimizer, tokenizer, processor = _engine(config["start"], stage, world, device)
@@ -59,6 +61,17 @@ def train_loop(config: dict) -> None:
             Reporter(stage.report_every),
         ]  # fmt: skip
         Trainer(engine, optimizer, stage, world, callbacks).fit(packs, state)
+
+
+def _no_inference_all_reduce_op() -> None:
+    """On CPU, starting DeepSpeed's communication backend JIT-compiles its shared-memory
+    all-reduce, which only DeepSpeed's inference engine calls (`inference_all_reduce`): 35-95 s
+    in a stage's start whenever its build cache is not this process's (a fresh machine, another
+    checkout). Training never calls it, so it is marked incompatible and not built (DeepSpeed
+    keeps edits to `deepspeed.ops.__compatible_ops__`); gloo does the gradients' all-reduce."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def _engine(start_url: str, stage, world: int, device: str):
