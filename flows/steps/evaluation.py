@@ -44,12 +44,11 @@ class Evaluate(Step):
         return self.unit_settings(config, layout, source)[unit]
 
     def unit_settings(self, config, layout, source):
-        """Every part's settings at once: the checkpoints and the probe are looked up once."""
+        """Every part's settings at once: each checkpoint and the probe looked up once."""
         from pipelines.evaluate.job import evaluation_settings
 
-        probe = probe_url(config, layout)
-        return {unit: evaluation_settings(weights, probe, config.evaluate, part)
-                for unit, (_, weights, part) in _units(config, layout).items()}  # fmt: skip
+        return evaluation_settings(_units(config, layout), probe_url(config, layout),
+                                   config.evaluate)
 
     def run(self, config, source, upstream):
         from pipelines.evaluate.campaign import evaluate_campaign

@@ -30,29 +30,39 @@ def evaluation_units(checkpoints: dict[str, str], probe: str | None,
             for part in evaluation_parts(probe, options)}  # fmt: skip
 
 
-def evaluation_settings(weights: str, probe: str | None, options: EvalOptions,
-                        part: str) -> dict | None:  # fmt: skip
-    """What one part's figures are made from, by content not place (a run root copied
-    elsewhere evaluates nothing again): what made the weights, how they are asked, and the
-    probe's files (size and version) for the parts that read it, lmms-eval's version and the
-    task for a harness part; None while the weights (or the probe) are not complete."""
-    made_with = checkpoint(weights).settings_hash
-    reads_probe = part == PROBE_PART or part in PROBE_TASKS
-    if made_with is None or (reads_probe and (probe is None or not probe_exists(probe))):
-        return None
-    asks = {"device": "cuda" if options.gpus > 0 else "cpu", "max_patches": options.max_patches,
-            "batch_size": options.batch_size}  # fmt: skip
-    settings = {"made_with": made_with, "part": part}
-    if reads_probe:
-        settings["probe"] = {name: storage.fingerprint(storage.join(probe, name))
-                             for name in PROBE_FILES}  # fmt: skip
-        asks |= {"prompt": options.prompt, "max_new_tokens": options.max_new_tokens}
-    if part == PROBE_PART:
-        asks |= {"images": options.images, "texts": options.texts}
-    else:
-        asks |= {"include": list(options.harness_include), "limit": options.harness_limit}
-        settings["harness"] = harness_version()
-    return settings | {"asks": asks}
+def evaluation_settings(units: dict[str, tuple[str, str, str]], probe: str | None,
+                        options: EvalOptions) -> dict[str, dict | None]:  # fmt: skip
+    """{unit: what its figures are made from} for `evaluation_units`' units, by content not
+    place (a run root copied elsewhere evaluates nothing again): what made the weights, how they
+    are asked, the probe's files (size and version) for the parts that read it, lmms-eval's
+    version and the task for a harness part; None while the weights (or the probe) are not
+    complete. Each checkpoint's record, the probe and lmms-eval are looked up once."""
+    made_with = {url: checkpoint(url).settings_hash for _, url, _ in units.values()}
+    probe_files = None
+    if probe is not None and probe_exists(probe):
+        probe_files = {name: storage.fingerprint(storage.join(probe, name))
+                       for name in PROBE_FILES}  # fmt: skip
+    harness = None
+    settings: dict[str, dict | None] = {}
+    for unit, (_, url, part) in units.items():
+        reads_probe = part == PROBE_PART or part in PROBE_TASKS
+        if made_with[url] is None or (reads_probe and probe_files is None):
+            settings[unit] = None
+            continue
+        asks = {"device": "cuda" if options.gpus > 0 else "cpu",
+                "max_patches": options.max_patches, "batch_size": options.batch_size}
+        record = {"made_with": made_with[url], "part": part}
+        if reads_probe:
+            record["probe"] = probe_files
+            asks |= {"prompt": options.prompt, "max_new_tokens": options.max_new_tokens}
+        if part == PROBE_PART:
+            asks |= {"images": options.images, "texts": options.texts}
+        else:
+            asks |= {"include": list(options.harness_include), "limit": options.harness_limit}
+            harness = harness or harness_version()
+            record["harness"] = harness
+        settings[unit] = record | {"asks": asks}
+    return settings
 
 
 def harness_version() -> dict:
@@ -105,8 +115,7 @@ def evaluate_checkpoints(folder: str, checkpoints: dict[str, str], probe: str | 
         raise ValueError(f"evaluate: harness tasks {sorted(PROBE_TASKS)} ask the probe: set "
                          "evaluate.probe (the demo draws its own)")  # fmt: skip
     units = evaluation_units(checkpoints, probe, options)
-    settings = {unit: evaluation_settings(url, probe, options, part)
-                for unit, (_, url, part) in units.items()}  # fmt: skip
+    settings = evaluation_settings(units, probe, options)
     missing = sorted({units[unit][1] for unit, wanted in settings.items() if wanted is None})
     if missing:
         raise ValueError(f"evaluate: checkpoints not complete: {missing}")
