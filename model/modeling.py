@@ -85,8 +85,9 @@ class MonoInternVLPreTrainedModel(PreTrainedModel):
             layer.gradient_checkpointing = mode == "full" or index % every == 0
 
     def set_packed_attention(self, backend: str) -> None:
-        """How packed samples attend (`model.packed_attention.BACKENDS`), checked here."""
-        resolve_backend(backend, self.device, self.dtype)
+        """How packed samples attend (`model.packed_attention.BACKENDS`), checked here against the
+        model's device, dtype and mode (set it after `train()`)."""
+        resolve_backend(backend, self.device, self.dtype, training=self.training)
         self.config.packed_attention = backend
 
     def _init_weights(self, module):

@@ -10,8 +10,8 @@ CUDA, flash attention takes no mask at all). Every sample is a contiguous span o
 attention can instead run causally inside each span: the spans are all that is needed.
 
 Backends (`packed_attention` in the model config or `set_packed_attention`):
-- `auto`: `flash_varlen` on CUDA when flash-attn is installed and the dtype is 16-bit, `flex` on
-  other CUDA, `per_sample` on CPU.
+- `auto`: `flash_varlen` on CUDA when flash-attn loads, the GPU is sm80+ and the dtype 16-bit,
+  `flex` on other CUDA, `per_sample` on CPU.
 - `per_sample`: one causal SDPA call per sample span; works everywhere.
 - `flex`: `torch.nn.attention.flex_attention` with a document (block-causal) mask; compiled on
   CUDA, eager (slow, a test reference) elsewhere.
@@ -33,25 +33,46 @@ import torch.nn.functional as F
 BACKENDS = ("auto", "per_sample", "flex", "flash_varlen", "masked")
 
 
+@functools.cache
 def flash_attn_installed() -> bool:
-    return importlib.util.find_spec("flash_attn") is not None
+    """flash-attn importable with its CUDA kernels: a build against another torch is installed
+    but fails to load ("undefined symbol"), and then does not count."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return False
+    try:
+        import flash_attn.flash_attn_interface  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
 
 
-def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> str:
+def _flash_varlen_runs(device: torch.device, dtype: torch.dtype) -> bool:
+    """flash-attn 2 runs 16-bit tensors on Ampere (sm80) or newer GPUs."""
+    return (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+            and torch.cuda.get_device_capability(device) >= (8, 0)
+            and flash_attn_installed())  # fmt: skip
+
+
+def resolve_backend(name: str, device: torch.device, dtype: torch.dtype,
+                    training: bool = False) -> str:  # fmt: skip
     """The backend `name` stands for on `device` (only `auto` depends on it).
 
     Raises:
-        ValueError: an unknown name, or flash_varlen where it cannot run.
+        ValueError: an unknown name, flash_varlen where it cannot run, or flex training on a CPU
+            (torch has no flex attention backward there).
     """
     if name not in BACKENDS:
         raise ValueError(f"packed_attention must be one of {BACKENDS}, got {name!r}")
-    if name == "flash_varlen" and (device.type != "cuda" or not flash_attn_installed()):
-        raise ValueError("packed_attention=flash_varlen needs CUDA and the flash-attn package")
+    if name == "flash_varlen" and not _flash_varlen_runs(device, dtype):
+        raise ValueError("packed_attention=flash_varlen needs the flash-attn package, a CUDA GPU "
+                         f"of sm80 or newer and fp16/bf16 weights (here: {device}, {dtype})")
+    if name == "flex" and training and device.type != "cuda":
+        raise ValueError("packed_attention=flex trains on CUDA only (torch has no flex attention "
+                         "backward on CPU): use per_sample or auto")  # fmt: skip
     if name != "auto":
         return name
     if device.type == "cuda":
-        half = dtype in (torch.float16, torch.bfloat16)
-        return "flash_varlen" if half and flash_attn_installed() else "flex"
+        return "flash_varlen" if _flash_varlen_runs(device, dtype) else "flex"
     return "per_sample"
 
 
@@ -86,6 +107,8 @@ class PackedSpans:
 
     @functools.cached_property
     def block_mask(self):
+        """flex attention's document-causal block mask. Built compiled on CUDA: eager
+        `create_block_mask` first materialises the dense (B, 1, S, S) mask this module avoids."""
         from torch.nn.attention.flex_attention import create_block_mask
 
         ids_BS = self.sample_ids_BS
@@ -94,7 +117,8 @@ class PackedSpans:
             return (ids_BS[b, q_idx] == ids_BS[b, kv_idx]) & (q_idx >= kv_idx)
 
         b, s = ids_BS.shape
-        return create_block_mask(document_causal, b, None, s, s, device=ids_BS.device)
+        build = _compiled_block_mask() if ids_BS.is_cuda else create_block_mask
+        return build(document_causal, b, None, s, s, device=ids_BS.device)
 
 
 def per_sample_attention(q_BHSd, k_BHSd, v_BHSd, spans: PackedSpans, gqa: bool) -> torch.Tensor:
@@ -110,6 +134,14 @@ def per_sample_attention(q_BHSd, k_BHSd, v_BHSd, spans: PackedSpans, gqa: bool) 
             start = end
         rows.append(torch.cat(outs, dim=2) if len(outs) > 1 else outs[0])
     return torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
+
+
+@functools.cache
+def _compiled_block_mask():
+    """Compiled once; a new pack's mask function (a new closure, same code) reuses the graph."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    return torch.compile(create_block_mask)
 
 
 @functools.cache

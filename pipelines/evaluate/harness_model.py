@@ -7,7 +7,8 @@ in left-padded batches, requests kept in document order (batches match evip's ow
 
 model_args: `pretrained` (checkpoint folder, local or object store), `max_patches` (visual tokens
 per image, 1280), `device` (`cpu`, `cuda`, ...; default cuda when available), `dtype` (e.g.
-`bfloat16`; default the checkpoint's). Questions per batch: lmms-eval's `--batch_size`.
+`bfloat16`; default the checkpoint's). Questions per batch: lmms-eval's `--batch_size`. One
+process: it does not split requests by rank (launch lmms-eval without `accelerate launch`).
 """
 
 from __future__ import annotations

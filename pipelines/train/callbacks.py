@@ -36,9 +36,8 @@ def restore(engine, packs, rank: int) -> TrainState:
         saved = json.loads((Path(folder) / LOADER_STATE.format(rank=rank)).read_text())
     packs.load_state_dict(saved["loader"])
     torch.set_rng_state(torch.tensor(saved["torch_rng"], dtype=torch.uint8))
-    if "cuda_rng" in saved and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8)
-                                      for s in saved["cuda_rng"]])  # fmt: skip
+    if "cuda_rng" in saved and torch.cuda.is_available():  # this worker's own device only
+        torch.cuda.set_rng_state(torch.tensor(saved["cuda_rng"], dtype=torch.uint8), engine.device)
     return TrainState(step=saved["step"], samples_seen=saved.get("samples_seen", 0),
                       history=saved.get("history", []), resumed_from=saved["step"])  # fmt: skip
 
@@ -62,8 +61,8 @@ class Checkpointer(Callback):
             saved = {"step": state.step, "loader": self.packs.state_dict(),
                      "torch_rng": torch.get_rng_state().tolist(), "history": state.history,
                      "samples_seen": state.samples_seen}  # fmt: skip
-            if self.cuda:
-                saved["cuda_rng"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+            if self.cuda:  # its own device's: a worker may see every GPU of its node
+                saved["cuda_rng"] = torch.cuda.get_rng_state(self.engine.device).tolist()
             (Path(folder) / LOADER_STATE.format(rank=self.rank)).write_text(json.dumps(saved))
             if self.sync is not None:
                 self.sync()

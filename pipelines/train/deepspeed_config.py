@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 
+import torch
+
 from pipelines.train.schedule import TrainStage
 
 
@@ -22,13 +24,20 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def deepspeed_config(stage: TrainStage, workers: int, device: str) -> dict:
-    """DeepSpeed's config for `stage` on `workers` workers of `device` ("cpu" or "cuda").
+def deepspeed_config(stage: TrainStage, workers: int, device: str,
+                     weights_dtype: torch.dtype = torch.bfloat16) -> dict:  # fmt: skip
+    """DeepSpeed's config for `stage` on `workers` workers of `device` ("cpu" or "cuda"), whose
+    start checkpoint holds `weights_dtype` weights.
+
+    `precision: auto` is bf16 on CUDA unless the weights are float32: DeepSpeed casts every
+    parameter, frozen ones too, so bf16 would round a float32 model's frozen text path (which
+    must stay bit-for-bit the LLM's); such a model trains in float32 unless `precision: bf16`.
 
     Raises:
         ValueError: a combination DeepSpeed would reject later, named by its field.
     """
-    bf16 = stage.precision == "bf16" or (stage.precision == "auto" and device == "cuda")
+    bf16 = stage.precision == "bf16" or (stage.precision == "auto" and device == "cuda"
+                                         and weights_dtype != torch.float32)  # fmt: skip
     config = {
         "train_batch_size": stage.global_batch,
         "train_micro_batch_size_per_gpu": stage.micro_batch,

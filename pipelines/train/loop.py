@@ -101,7 +101,7 @@ def _engine(start_url: str, stage, world: int, device: str):
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=opt.lr, betas=opt.betas,
                                   weight_decay=opt.weight_decay)  # fmt: skip
-    config = deepspeed_config(stage, world, device)
+    config = deepspeed_config(stage, world, device, model.dtype)
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     # Checked on the device and dtype DeepSpeed gave the model (flash-attn varlen needs CUDA).
     engine.module.set_packed_attention(stage.packed_attention)

@@ -58,7 +58,8 @@ class TrainStage(FrozenOptions):
     zero_stage: Literal[0, 1, 2, 3] = 1
     """DeepSpeed ZeRO stage."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """auto: bf16 on GPUs, fp32 on CPUs."""
+    """auto: bf16 on GPUs (fp32 when the start weights are float32: bf16 would round their frozen
+    text path), fp32 on CPUs."""
     activation_checkpointing: Literal["none", "full", "every_n"] = "none"
     """Decoder layers recomputed in backward instead of keeping activations: none, every layer
     (`full`) or every `checkpoint_every_n_layers`-th (`every_n`); same gradients, less memory."""
@@ -156,4 +157,8 @@ class TrainOptions(FrozenOptions):
                 stage.accumulation(self.workers)
             except ValueError as error:
                 raise ValueError(f"stages[{index}] ({stage.name}): {error}") from error
+        gpu_only = [s.name for s in self.stages if s.packed_attention in ("flex", "flash_varlen")]
+        if self.use_gpu is False and gpu_only:
+            raise ValueError(f"stages {gpu_only}: packed_attention flex and flash_varlen train on "
+                             "GPUs only, and use_gpu is false (per_sample or auto run on CPUs)")
         return self

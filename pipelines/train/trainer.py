@@ -93,7 +93,8 @@ class Trainer:
 
     def _metrics(self, state, losses, counts, seconds, step_times, last, reporting) -> dict:
         samples, tokens, capacity = counts.tolist()
-        seen = torch.tensor([samples, tokens], dtype=torch.float64)
+        # On the engine's device: NCCL, the GPU workers' only backend, reduces no CPU tensor.
+        seen = torch.tensor([samples, tokens], dtype=torch.float64, device=self.engine.device)
         torch.distributed.all_reduce(seen)  # every worker's samples and tokens this step
         state.samples_seen += int(seen[0])
         warm = step_times[1:] or step_times  # the first step of a process warms up

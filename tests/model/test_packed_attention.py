@@ -65,6 +65,8 @@ def assert_same_grads(grads, reference, atol=1e-5):
 
 def backend_pair(backend: str, attention_experts: bool, device: str = "cpu"):
     model = trained_model(attention_experts).to(device)
+    if backend == "flex" and device == "cpu":
+        model.eval()  # forward only: torch has no flex attention backward on CPU
     reference = copy.deepcopy(model)
     reference.set_packed_attention("masked")
     model.set_packed_attention(backend)
@@ -116,8 +118,16 @@ def test_backend_choice_by_device():
     assert resolve_backend("masked", cpu, torch.float32) == "masked"
     with pytest.raises(ValueError, match="must be one of"):
         resolve_backend("sdpa", cpu, torch.float32)
-    with pytest.raises(ValueError, match="needs CUDA"):
-        resolve_backend("flash_varlen", cpu, torch.float32)
+    with pytest.raises(ValueError, match="needs the flash-attn package, a CUDA GPU"):
+        resolve_backend("flash_varlen", cpu, torch.bfloat16)
+    assert resolve_backend("flex", cpu, torch.float32) == "flex"  # forward: a test reference
+    with pytest.raises(ValueError, match="flex trains on CUDA only"):
+        resolve_backend("flex", cpu, torch.float32, training=True)
+    model = tiny_model().train()
+    with pytest.raises(ValueError, match="flex trains on CUDA only"):
+        model.set_packed_attention("flex")
+    model.eval().set_packed_attention("flex")
+    assert model.config.packed_attention == "flex"
 
 
 @pytest.mark.parametrize("chunk", [4096, 3])

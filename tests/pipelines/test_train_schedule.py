@@ -4,6 +4,7 @@ DeepSpeed configs generated from the stage with the user's JSON merged."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from flows.config import ConfigError, load_run_config
 from pipelines.train.deepspeed_config import deepspeed_config
@@ -36,6 +37,10 @@ def test_deepspeed_config_from_the_stage_and_the_users_json():
     assert config["zero_optimization"] == {"stage": 2, "overlap_comm": False}
     assert config["bf16"]["enabled"] is False  # fp32 on CPU unless asked
     assert deepspeed_config(stage, 2, "cuda")["bf16"]["enabled"] is True
+    # float32 weights keep their frozen path exact unless bf16 is asked for by name
+    assert deepspeed_config(stage, 2, "cuda", torch.float32)["bf16"]["enabled"] is False
+    named = stage.model_copy(update={"precision": "bf16"})
+    assert deepspeed_config(named, 2, "cuda", torch.float32)["bf16"]["enabled"] is True
     bad = stage.model_copy(update={"deepspeed": {"optimizer": {"type": "Adam"}}})
     with pytest.raises(ValueError, match="optimizer/scheduler come from"):
         deepspeed_config(bad, 2, "cpu")
@@ -71,6 +76,10 @@ def test_memory_options_per_stage_and_gpus_by_the_cluster():
         with pytest.raises(ConfigError, match=f"train.stages.0.{field}"):
             load_run_config("configs/demo.yaml",
                             [f"train.stages=[{{name: S1.1, trainable: [norms], {field}: {bad}}}]"])
+    with pytest.raises(ConfigError, match=r"stages \['S1.1'\]: packed_attention flex and "
+                       "flash_varlen train on GPUs only"):  # fmt: skip
+        load_run_config("configs/demo.yaml", ["train.use_gpu=false", "train.stages=[{name: S1.1, "
+                                              "trainable: [norms], packed_attention: flex}]"])
     assert TrainOptions().use_gpu == "auto"
     assert TrainOptions.model_validate({"use_gpu": "true"}).use_gpu is True
     with pytest.raises(ConfigError, match="train.use_gpu"):
