@@ -2,12 +2,16 @@
 heads of 128, FFN 8192, vocabulary 92,544), on this machine's CPU, side by side in one run.
 
 Packs hold 8 samples, each half visual (one image span) and about 5% supervised tokens. Times are
-medians of interleaved rounds (`benchmarks.timing`). Memory is the peak resident set a variant
-adds above what its process holds before the measured call (parameters, inputs, gradients
-pre-allocated), each variant in a fresh process after one call at 256 tokens has set up the
-libraries, so no variant hides another (CPU torch keeps no allocator statistics, and the
-profiler's memory events miss backward); glibc's mmap threshold is fixed at 64 kB there, so
-tensors are mapped and unmapped on their own and the resident set follows the live ones.
+medians of interleaved rounds (`benchmarks.timing`). Memory is the peak a variant adds above what
+is held before the measured call (parameters, inputs, gradients pre-allocated), after one call at
+256 tokens has set up the libraries. On the CPU (fp32, the `per_sample` path) that is the peak
+resident set, each variant in a fresh process so no variant hides another (CPU torch keeps no
+allocator statistics, and the profiler's memory events miss backward); glibc's mmap threshold is
+fixed at 64 kB there, so tensors are mapped and unmapped on their own and the resident set
+follows the live ones. With `--device cuda` (the default where a GPU is visible) everything runs
+in bf16 with the packed path `auto` picks there (`flash_varlen` with flash-attn, else `flex`),
+memory is the caching allocator's peak (`torch.cuda.max_memory_allocated`) in this process, and
+each timed call ends with a device synchronize.
 
 Last lines (goals in the issue):
 - `attention_packed_vs_causal`: fwd+bwd of the attention over a 4,096-token pack of 8 samples
@@ -29,6 +33,7 @@ import os
 import resource
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,6 +43,27 @@ from benchmarks.timing import interleaved_medians
 SHAPE = dict(hidden_size=2048, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
              intermediate_size=8192, vocab_size=92544)  # fmt: skip
 SAMPLES, SUPERVISED = 8, 0.05
+
+
+@dataclass(frozen=True)
+class On:
+    """Where the benchmark runs: the device, its training dtype and its packed attention path."""
+
+    device: str = "cpu"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.device == "cuda" else torch.float32
+
+    @property
+    def packed_backend(self) -> str:
+        from model.packed_attention import resolve_backend
+
+        return resolve_backend("auto", torch.device(self.device), self.dtype)
+
+    def sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
 
 
 def config(layers: int = 1, experts: bool = True):
@@ -57,23 +83,24 @@ def pack(tokens: int):
     return sample_ids, visual
 
 
-def _qkv(tokens: int):
+def _qkv(tokens: int, on: On):
     torch.manual_seed(0)
     h, kv, d = SHAPE["num_attention_heads"], SHAPE["num_key_value_heads"], SHAPE["head_dim"]
-    return [torch.randn(1, n, tokens, d, requires_grad=True) for n in (h, kv, kv)]
+    return [torch.randn(1, n, tokens, d, device=on.device, dtype=on.dtype, requires_grad=True)
+            for n in (h, kv, kv)]  # fmt: skip
 
 
-def attention_step(tokens: int, packed: bool):
+def attention_step(tokens: int, packed: bool, on: On = On()):
     """One attention call (fwd+bwd): packed per-sample spans, or plain causal over the pack."""
     from model.packed_attention import AttentionPlan, PackedSpans
 
-    q, k, v = _qkv(tokens)
-    plan = AttentionPlan(spans=PackedSpans(pack(tokens)[0]), backend="per_sample") if packed \
-        else AttentionPlan()  # fmt: skip
+    q, k, v = _qkv(tokens, on)
+    spans = PackedSpans(pack(tokens)[0].to(on.device))
+    plan = AttentionPlan(spans=spans, backend=on.packed_backend) if packed else AttentionPlan()
     return lambda: plan.attend(q, k, v).sum().backward()
 
 
-def loss_step(tokens: int, supervised_only: bool):
+def loss_step(tokens: int, supervised_only: bool, on: On = On()):
     """The loss from the last hidden state, fwd+bwd; LM head frozen (S1.1)."""
     from torch import nn
 
@@ -81,22 +108,25 @@ def loss_step(tokens: int, supervised_only: bool):
 
     torch.manual_seed(0)
     head = nn.Linear(SHAPE["hidden_size"], SHAPE["vocab_size"], bias=False).requires_grad_(False)
-    hidden = torch.randn(1, tokens, SHAPE["hidden_size"], requires_grad=True)
+    head = head.to(on.device, on.dtype)
+    hidden = torch.randn(1, tokens, SHAPE["hidden_size"], device=on.device, dtype=on.dtype,
+                         requires_grad=True)  # fmt: skip
     labels = torch.randint(0, SHAPE["vocab_size"], (1, tokens))
     labels[torch.rand(1, tokens) > SUPERVISED] = -100
+    labels = labels.to(on.device)
     if supervised_only:
         return lambda: supervised_loss(hidden, head, labels).backward()
     return lambda: next_token_loss(head(hidden), labels).backward()
 
 
-def model_step(tokens: int, checkpointing: bool, layers: int = 4):
+def model_step(tokens: int, checkpointing: bool, on: On = On(), layers: int = 4):
     """A training step of a `layers`-layer model: decoder trains, embeddings and head frozen."""
     from model.modeling import MonoInternVLForCausalLM
 
     torch.manual_seed(0)
     with torch.device("meta"):  # one initialising pass (not nn.Linear's and then the model's)
         model = MonoInternVLForCausalLM(config(layers))
-    model = model.to_empty(device="cpu").train()
+    model = model.to_empty(device=on.device).to(on.dtype).train()  # packed attention: `auto`
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, 0.02)
@@ -110,6 +140,8 @@ def model_step(tokens: int, checkpointing: bool, layers: int = 4):
     ids[visual] = model.config.image_token_id
     tiles = torch.randn(int(visual.sum()) // model.config.tokens_per_tile, 3, 224, 224)
     labels = torch.where(torch.rand(1, tokens) < SUPERVISED, ids, -100)
+    ids, labels, sample_ids = (t.to(on.device) for t in (ids, labels, sample_ids))
+    tiles = tiles.to(on.device, on.dtype)
     return lambda: model(input_ids=ids, pixel_values=tiles, sample_ids=sample_ids,
                          labels=labels, full_logits=False).loss.backward()  # fmt: skip
 
@@ -119,22 +151,39 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def measure_here(builder: str, *args) -> float:
-    """Peak RSS (MB) the call adds in this process, after a warm-up call at 256 tokens."""
+def measure_here(builder: str, *args, device: str = "cpu") -> float:
+    """Peak memory (MB) the call adds in this process, after a warm-up call at 256 tokens: the
+    resident set on the CPU, the caching allocator's peak on CUDA."""
+    on = On(device)
     torch.set_num_threads(2)
     # Libraries' one-time set-up, at a tiny size (one layer is enough for the model's step).
-    warm = globals()[builder](256, *args[1:], **({"layers": 1} if builder == "model_step" else {}))
+    warm = globals()[builder](256, *args[1:], on, **({"layers": 1} if builder == "model_step"
+                                                     else {}))  # fmt: skip
     warm()
     del warm
     gc.collect()
-    run = globals()[builder](*args)
+    run = globals()[builder](*args, on)
+    if on.device == "cuda":
+        on.sync()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run()
+        on.sync()
+        added = (torch.cuda.max_memory_allocated() - before) / 2**20
+        del run
+        gc.collect()
+        torch.cuda.empty_cache()
+        return added
     before = _rss_mb()
     run()
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
 
 
-def added_memory_mb(builder: str, *args) -> float:
-    """Peak RSS a variant's call adds, measured in a fresh Python process."""
+def added_memory_mb(builder: str, *args, device: str = "cpu") -> float:
+    """Peak memory a variant's call adds: on the CPU in a fresh Python process, on CUDA here
+    (the allocator's peak statistics see each variant apart)."""
+    if device == "cuda":
+        return measure_here(builder, *args, device=device)
     code = f"from benchmarks.real_shape import measure_here; print(measure_here({builder!r}, " \
            f"*{args!r}))"  # fmt: skip
     # A fixed mmap threshold: every tensor over 64 kB is mapped and unmapped on its own, so the
@@ -147,9 +196,10 @@ def added_memory_mb(builder: str, *args) -> float:
     return float(done.stdout.split()[-1])
 
 
-def mmoe_layers(tokens: int):
+def mmoe_layers(tokens: int, on: On = On()):
     """Dense and MMoE decoder layers (same weights) over a packed half-visual pack, each call a
     training step's fwd+bwd (gradients set to None first, as the optimiser's `zero_grad` does)."""
+    from model.attention import RotaryEmbedding
     from model.mmoe import ModalityRoute
     from model.modeling import MonoInternVLDecoderLayer
     from model.packed_attention import AttentionPlan, PackedSpans
@@ -158,12 +208,12 @@ def mmoe_layers(tokens: int):
     dense = MonoInternVLDecoderLayer(config(experts=False), 0)
     mmoe = MonoInternVLDecoderLayer(config(experts=True), 0)
     mmoe.load_state_dict(dense.state_dict(), strict=False)
-    sample_ids, visual = pack(tokens)
-    plan = AttentionPlan(spans=PackedSpans(sample_ids), backend="per_sample")
-    x = torch.randn(1, tokens, SHAPE["hidden_size"], requires_grad=True)
-    from model.attention import RotaryEmbedding
-
-    positions = torch.arange(tokens)[None] % (tokens // SAMPLES)
+    dense, mmoe = dense.to(on.device, on.dtype), mmoe.to(on.device, on.dtype)
+    sample_ids, visual = (t.to(on.device) for t in pack(tokens))
+    plan = AttentionPlan(spans=PackedSpans(sample_ids), backend=on.packed_backend)
+    x = torch.randn(1, tokens, SHAPE["hidden_size"], device=on.device, dtype=on.dtype,
+                    requires_grad=True)  # fmt: skip
+    positions = torch.arange(tokens, device=on.device)[None] % (tokens // SAMPLES)
     cos, sin = RotaryEmbedding(SHAPE["head_dim"], 10000.0)(positions, x.dtype)
 
     def run(layer, route):
@@ -171,6 +221,7 @@ def mmoe_layers(tokens: int):
             layer.zero_grad(set_to_none=True)
             x.grad = None
             layer(x, route, cos, sin, plan).sum().backward()
+            on.sync()  # a GPU's kernels are timed to their end
 
         return step
 
@@ -180,35 +231,49 @@ def mmoe_layers(tokens: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: cuda where a GPU is visible (bf16, its packed path), else "
+                             "cpu (fp32, per_sample)")  # fmt: skip
     args = parser.parse_args()
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    on = On(device)
     torch.set_num_threads(2)
     figures = {}
 
     # Memory first: fresh processes measured after this one has timed big calls read higher
     # (158 MB became 404 MB for the same packed attention); timings do not depend on the order.
-    memory = {n: added_memory_mb("attention_step", n, True) for n in (4096, 8192)}
+    memory = {n: added_memory_mb("attention_step", n, True, device=device) for n in (4096, 8192)}
     print(f"packed attention adds {memory[4096]:.0f} MB at 4,096, {memory[8192]:.0f} MB at 8,192")
     figures["attention_memory_growth"] = memory[8192] / memory[4096]
 
-    loss = {s: added_memory_mb("loss_step", 4096, s) for s in (True, False)}
+    loss = {s: added_memory_mb("loss_step", 4096, s, device=device) for s in (True, False)}
     print(f"loss adds {loss[True]:.0f} MB supervised-only, {loss[False]:.0f} MB full logits")
     figures["loss_memory_vs_full"] = loss[True] / loss[False]
 
-    steps = {c: added_memory_mb("model_step", 2048, c) for c in (True, False)}
+    steps = {c: added_memory_mb("model_step", 2048, c, device=device) for c in (True, False)}
     print(f"4-layer step adds {steps[True]:.0f} MB checkpointed, {steps[False]:.0f} MB not")
     figures["checkpointing_memory"] = steps[True] / steps[False]
 
-    times = interleaved_medians({"packed": attention_step(4096, True),
-                                 "causal": attention_step(4096, False)},
+    def synced(step):
+        return lambda: (step(), on.sync())
+
+    times = interleaved_medians({"packed": synced(attention_step(4096, True, on)),
+                                 "causal": synced(attention_step(4096, False, on))},
                                 rounds=args.rounds, warmup=1)  # fmt: skip
-    print(f"attention 4,096 tokens: packed {times['packed']:.2f} s, causal {times['causal']:.2f} s")
+    print(f"attention 4,096 tokens: packed {times['packed']:.4f} s, causal "
+          f"{times['causal']:.4f} s")  # fmt: skip
     figures["attention_packed_vs_causal"] = times["packed"] / times["causal"]
 
-    layers = interleaved_medians(mmoe_layers(1024), rounds=args.rounds + 6, warmup=1)
-    print(f"decoder layer 1,024 tokens: dense {layers['dense']:.2f} s, mmoe {layers['mmoe']:.2f} s")
+    layers = interleaved_medians(mmoe_layers(1024, on), rounds=args.rounds + 6, warmup=1)
+    print(f"decoder layer 1,024 tokens: dense {layers['dense']:.4f} s, mmoe "
+          f"{layers['mmoe']:.4f} s")  # fmt: skip
     figures["mmoe_vs_dense_1p8b"] = layers["mmoe"] / layers["dense"]
 
-    print(f"threads: {torch.get_num_threads()}")
+    where = torch.cuda.get_device_name() if on.device == "cuda" else \
+        f"{torch.get_num_threads()} threads"  # fmt: skip
+    print(f"device: {device} ({where}, {on.dtype}, packed attention {on.packed_backend})")
     for name, value in figures.items():
         print(f"{name}: {value:.3f}")
 
