@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from model.packed_attention import PackedSpans, resolve_backend
+from model.packed_attention import PackedSpans, flash_attn_installed, resolve_backend
 from model.supervised_loss import next_token_loss, supervised_loss
 from tests.conftest import image_prompt, tiny_model
 
@@ -104,6 +104,30 @@ def test_packed_backends_on_cuda_equal_the_dense_mask(backend):
     ref_logits, ref_grads = forward_and_grads(reference, batch)
     torch.testing.assert_close(logits, ref_logits, atol=2e-4, rtol=1e-3)
     assert_same_grads(grads, ref_grads, atol=2e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["flash_varlen", "flex"])
+def test_16_bit_paths_on_cuda_are_as_close_as_the_dense_mask(backend):
+    """In bf16 a path is at most twice as far from the float32 dense-mask reference as the dense
+    mask in bf16 is (flash-attn's own criterion): values and every gradient."""
+    if backend == "flash_varlen" and not flash_attn_installed():
+        pytest.skip("flash-attn is not installed")
+    batch = {k: v.cuda() for k, v in packed_batch().items()}
+    _, reference = backend_pair("masked", True, "cuda")
+    path, masked = copy.deepcopy(reference).bfloat16(), copy.deepcopy(reference).bfloat16()
+    path.set_packed_attention(backend)
+    ref_logits, ref_grads = forward_and_grads(reference, batch)
+    (logits, grads), (masked_logits, masked_grads) = (forward_and_grads(m, batch)
+                                                      for m in (path, masked))  # fmt: skip
+
+    def error(x, ref):
+        return (x.float() - ref).abs().max().item()
+
+    assert error(logits, ref_logits) <= 2 * error(masked_logits, ref_logits) + 1e-3
+    for name, ref in ref_grads.items():
+        assert error(grads[name], ref) <= 2 * error(masked_grads[name], ref) + 1e-3, name
 
 
 def test_spans_are_found_per_row():
