@@ -14,6 +14,7 @@ from flows.config import RunConfig
 from flows.plan import _llm_config
 from pipelines.markdown import human, table
 from pipelines.sources import SourceError, source_files, validate_source
+from pipelines.train.deepspeed_config import trains_in_bf16
 from pipelines.train.fit_check import fix_for, model_size, stage_fit
 
 
@@ -38,29 +39,35 @@ def source_lines(config: RunConfig) -> list[str]:
 
 def check_markdown(config: RunConfig) -> str:
     """The check's report; raises `CheckFailed` when a stage cannot fit its GPUs."""
+    import torch
+
     from model.from_llm import config_for
 
     model_config = config_for(_llm_config(config), config.model.experts, config.model.vision)
     data = {spec.name: spec for spec in config.stages.stages}
+    weights = getattr(torch, config.model.dtype)  # what `evip model` builds the start in
     gpus, rows, failures = config.train.workers, [], []
     for index, stage in enumerate(config.train.stages):
         spec = data[stage.name]
+        bf16 = trains_in_bf16(stage, "cuda", weights)
         fit = stage_fit(stage.name, model_size(model_config, stage.trainable), stage,
-                        spec.max_patches, spec.text, gpus, config.train.gpu_memory_gib)  # fmt: skip
+                        spec.max_patches, spec.text, gpus, config.train.gpu_memory_gib,
+                        bf16=bf16)  # fmt: skip
         rows.append([stage.name, f"{human(fit.size.trainable)} / {human(fit.size.total)}",
                      f"{fit.steps:,}", human(fit.samples), human(fit.tokens),
                      f"ZeRO {stage.zero_stage}: {fit.states_gib:.1f}",
                      f"{fit.activations_gib:.1f} / {fit.activations_checkpointed_gib:.1f}",
-                     stage.activation_checkpointing, f"{fit.needed_gib:.1f}",
-                     "yes" if fit.fits else "**no**"])  # fmt: skip
+                     stage.activation_checkpointing, "bf16" if bf16 else "fp32",
+                     f"{fit.needed_gib:.1f}", "yes" if fit.fits else "**no**"])  # fmt: skip
         if not fit.fits:
             failures.append(fix_for(fit, index, stage))
     header = ["stage", "trainable / total", "steps", "samples", "tokens", "model states GiB",
-              "activations GiB (none / full ckpt)", "checkpointing", "needed GiB", "fits"]
+              "activations GiB (none / full ckpt)", "checkpointing", "precision", "needed GiB",
+              "fits"]  # fmt: skip
     report = "\n\n".join([
         "## sources", "\n".join(source_lines(config)) or "(none)",
         f"## training on {gpus} GPUs of {config.train.gpu_memory_gib:g} GiB",
-        table(header, rows, "lrrrrrrlrl"),
+        table(header, rows, "lrrrrrrllrl"),
     ])  # fmt: skip
     if failures:
         raise CheckFailed(report + "\n\n" + "\n".join(failures))

@@ -24,20 +24,27 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def deepspeed_config(stage: TrainStage, workers: int, device: str,
-                     weights_dtype: torch.dtype = torch.bfloat16) -> dict:  # fmt: skip
-    """DeepSpeed's config for `stage` on `workers` workers of `device` ("cpu" or "cuda"), whose
-    start checkpoint holds `weights_dtype` weights.
+def trains_in_bf16(stage: TrainStage, device: str, weights_dtype: torch.dtype) -> bool:
+    """Whether `stage` trains in bf16 on `device` from `weights_dtype` weights.
 
     `precision: auto` is bf16 on CUDA unless the weights are float32: DeepSpeed casts every
     parameter, frozen ones too, so bf16 would round a float32 model's frozen text path (which
     must stay bit-for-bit the LLM's); such a model trains in float32 unless `precision: bf16`.
+    """
+    if stage.precision != "auto":
+        return stage.precision == "bf16"
+    return device == "cuda" and weights_dtype != torch.float32
+
+
+def deepspeed_config(stage: TrainStage, workers: int, device: str,
+                     weights_dtype: torch.dtype = torch.bfloat16) -> dict:  # fmt: skip
+    """DeepSpeed's config for `stage` on `workers` workers of `device` ("cpu" or "cuda"), whose
+    start checkpoint holds `weights_dtype` weights (precision: `trains_in_bf16`).
 
     Raises:
         ValueError: a combination DeepSpeed would reject later, named by its field.
     """
-    bf16 = stage.precision == "bf16" or (stage.precision == "auto" and device == "cuda"
-                                         and weights_dtype != torch.float32)  # fmt: skip
+    bf16 = trains_in_bf16(stage, device, weights_dtype)
     config = {
         "train_batch_size": stage.global_batch,
         "train_micro_batch_size_per_gpu": stage.micro_batch,

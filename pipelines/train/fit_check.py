@@ -2,8 +2,9 @@
 
 Per stage: trainable / total parameters (counted on the meta device), steps and the samples and
 tokens they cover, model-state memory per GPU under the stage's ZeRO stage (DeepSpeed's own
-estimators for the trainable parameters, plus the frozen weights in 16 bit), activation memory
-at the stage's pack size with and without activation checkpointing, and whether the sum fits.
+estimators for the trainable parameters, plus the frozen weights in 16 bit; 4-byte everything
+for a stage that trains in float32), activation memory at the stage's pack size with and without
+activation checkpointing, and whether the sum fits.
 
 Activations per layer and token are `ACTIVATION_VALUES` x hidden values, as measured by
 `benchmarks.real_shape` at the InternLM2-1.8B layer shape (4 layers, 2,048 tokens: 1,790 MB
@@ -74,12 +75,19 @@ def model_size(config, trainable_groups: list[str]) -> ModelSize:
                      layers=config.num_hidden_layers, vocab=config.vocab_size)  # fmt: skip
 
 
-def model_state_bytes(size: ModelSize, zero_stage: int, gpus: int) -> int:
-    """Weights, gradients and Adam states per GPU (bf16 training, fp32 master weights)."""
+def model_state_bytes(size: ModelSize, zero_stage: int, gpus: int, bf16: bool = True) -> int:
+    """Weights, gradients and Adam states per GPU: bf16 training with fp32 master weights, or
+    float32 training (4 B weights, 4 B gradients, 8 B Adam moments; no master copy)."""
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
     trainable, frozen = size.trainable, size.total - size.trainable
+    if not bf16:  # ZeRO shards the moments (1), and the gradients (2), and the weights (3)
+        whole, shards = [4 * trainable, 4 * trainable, 8 * trainable], []
+        for _ in range(zero_stage):
+            shards.append(whole.pop())
+        frozen_bytes = 4 * frozen // (gpus if zero_stage == 3 else 1)
+        return sum(whole) + sum(shards) // gpus + frozen_bytes
     if zero_stage == 3:
         _, states, _ = estimate_zero3_model_states_mem_needs(
             trainable, size.largest_layer, num_gpus_per_node=gpus, cpu_offload=False,
@@ -111,16 +119,18 @@ def activation_bytes(size: ModelSize, tokens: int, checkpointing: str, every: in
 
 
 def stage_fit(name: str, size: ModelSize, stage, max_patches: int, text_kind: str, gpus: int,
-              gpu_gib: float, visual_fill: float = 1.0) -> StageFit:  # fmt: skip
-    """How one stage (`pipelines.train.schedule.TrainStage`) fits `gpus` GPUs of `gpu_gib`."""
+              gpu_gib: float, visual_fill: float = 1.0, bf16: bool = True) -> StageFit:  # fmt: skip
+    """How one stage (`pipelines.train.schedule.TrainStage`) fits `gpus` GPUs of `gpu_gib`,
+    training in bf16 or in float32."""
     sample_tokens = max_patches * visual_fill + TEXT_TOKENS[text_kind]
     per_pack = max(1, int(stage.max_packed_tokens // sample_tokens))
     tokens = stage.micro_batch * stage.max_packed_tokens
     supervised = int(tokens * TEXT_TOKENS[text_kind] / sample_tokens)
-    states = model_state_bytes(size, stage.zero_stage, gpus)
+    states = model_state_bytes(size, stage.zero_stage, gpus, bf16)
 
     def activations(mode: str) -> int:
-        return activation_bytes(size, tokens, mode, stage.checkpoint_every_n_layers, supervised)
+        return activation_bytes(size, tokens, mode, stage.checkpoint_every_n_layers, supervised,
+                                bytes_per_value=2 if bf16 else 4)  # fmt: skip
 
     chosen = activations(stage.activation_checkpointing)
     return StageFit(stage=name, size=size, steps=stage.steps,

@@ -43,3 +43,19 @@ def test_a_source_without_its_presets_columns_is_refused(tmp_path):
     config = load_run_config(PAPER, [f"sources.0.paths=[{tmp_path}/*.parquet]"])
     with pytest.raises(SourceError, match="lacks columns"):
         check_markdown(config)
+
+
+def test_float32_weights_are_planned_as_they_train_in_float32():
+    """precision auto keeps a float32 build float32 on GPUs (bf16 would round its frozen path),
+    so the plan counts 4-byte weights and activations; named bf16 is planned as bf16."""
+
+    def s11(overrides):  # precision and needed GiB of S1.1's row
+        row = next(line for line in check_markdown(load_run_config(PAPER, overrides)).splitlines()
+                   if line.startswith("| S1.1 |"))  # fmt: skip
+        cells = [cell.strip() for cell in row.split("|")]
+        return cells[9], float(cells[10])
+
+    auto = ["train.stages.0.precision=auto"]  # the paper's config names bf16
+    bf16, fp32 = s11(auto), s11([*auto, "model.dtype=float32"])
+    assert bf16[0] == "bf16" and fp32[0] == "fp32" and fp32[1] > 1.5 * bf16[1]
+    assert s11(["model.dtype=float32"]) == bf16
