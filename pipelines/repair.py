@@ -28,10 +28,14 @@ from pipelines.units import Resources, UnitWork, run_units
 
 
 def retry_rows(metadata: pa.Table) -> pa.Table:
-    """The plan rows of one shard's attempts that failed for a transient reason."""
+    """The plan rows of one shard's attempts that failed for a transient reason, in key order.
+
+    img2dataset lists a shard's attempts in the order its threads finish; in key order the
+    repair shard numbers its samples the same way every run (and its content hash is stable).
+    """
     failed = metadata.filter(pc.not_equal(metadata["status"], "success"))
     retry = pa.array([is_retryable(m) for m in failed["error_message"].to_pylist()], pa.bool_())
-    failed = failed.filter(retry) if failed.num_rows else failed
+    failed = failed.filter(retry).sort_by("key") if failed.num_rows else failed
     carried = [c for c in failed.column_names if c not in ATTEMPT_COLUMNS and c != "shard"]
     return failed.select(carried)
 
