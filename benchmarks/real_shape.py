@@ -221,7 +221,6 @@ def mmoe_layers(tokens: int, on: On = On()):
             layer.zero_grad(set_to_none=True)
             x.grad = None
             layer(x, route, cos, sin, plan).sum().backward()
-            on.sync()  # a GPU's kernels are timed to their end
 
         return step
 
@@ -256,7 +255,7 @@ def main() -> None:
     print(f"4-layer step adds {steps[True]:.0f} MB checkpointed, {steps[False]:.0f} MB not")
     figures["checkpointing_memory"] = steps[True] / steps[False]
 
-    def synced(step):
+    def synced(step):  # a GPU's kernels timed to their end
         return lambda: (step(), on.sync())
 
     times = interleaved_medians({"packed": synced(attention_step(4096, True, on)),
@@ -266,7 +265,8 @@ def main() -> None:
           f"{times['causal']:.4f} s")  # fmt: skip
     figures["attention_packed_vs_causal"] = times["packed"] / times["causal"]
 
-    layers = interleaved_medians(mmoe_layers(1024, on), rounds=args.rounds + 6, warmup=1)
+    pair = {name: synced(step) for name, step in mmoe_layers(1024, on).items()}
+    layers = interleaved_medians(pair, rounds=args.rounds + 6, warmup=1)
     print(f"decoder layer 1,024 tokens: dense {layers['dense']:.4f} s, mmoe "
           f"{layers['mmoe']:.4f} s")  # fmt: skip
     figures["mmoe_vs_dense_1p8b"] = layers["mmoe"] / layers["dense"]

@@ -82,12 +82,11 @@ def model_state_bytes(size: ModelSize, zero_stage: int, gpus: int, bf16: bool = 
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
     trainable, frozen = size.trainable, size.total - size.trainable
-    if not bf16:  # ZeRO shards the moments (1), and the gradients (2), and the weights (3)
-        whole, shards = [4 * trainable, 4 * trainable, 8 * trainable], []
-        for _ in range(zero_stage):
-            shards.append(whole.pop())
+    if not bf16:  # weights, gradients, Adam moments; ZeRO stage n shards the last n of them
+        parts = [4 * trainable, 4 * trainable, 8 * trainable]
+        kept = 3 - zero_stage
         frozen_bytes = 4 * frozen // (gpus if zero_stage == 3 else 1)
-        return sum(whole) + sum(shards) // gpus + frozen_bytes
+        return sum(parts[:kept]) + sum(parts[kept:]) // gpus + frozen_bytes
     if zero_stage == 3:
         _, states, _ = estimate_zero3_model_states_mem_needs(
             trainable, size.largest_layer, num_gpus_per_node=gpus, cpu_offload=False,

@@ -103,7 +103,8 @@ def _engine(start_url: str, stage, world: int, device: str):
                                   weight_decay=opt.weight_decay)  # fmt: skip
     config = deepspeed_config(stage, world, device, model.dtype)
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-    # Checked on the device and dtype DeepSpeed gave the model (flash-attn varlen needs CUDA).
+    # Checked on the device, dtype and mode DeepSpeed gave the model (flash-attn varlen needs
+    # 16-bit CUDA, flex trains on CUDA only).
     engine.module.set_packed_attention(stage.packed_attention)
     if world == 1 and stage.zero_stage == 0:
         engine.enable_backward_allreduce = False  # one worker: no gradients to average
