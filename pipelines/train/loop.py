@@ -80,19 +80,30 @@ def _engine(start_url: str, stage, world: int, device: str):
     Returns:
         (engine, optimizer, tokenizer, processor)
     """
-    import deepspeed
-
     from model.from_llm import load_tokenizer
     from model.modeling import MonoInternVLForCausalLM
-    from model.param_groups import set_trainable
     from model.preprocessing import MonoInternVLImageProcessor
     from pipelines.model_folders import local_model_folder
-    from pipelines.train.deepspeed_config import deepspeed_config
 
     start = local_model_folder(start_url)
     model = MonoInternVLForCausalLM.from_pretrained(start)
-    tokenizer = load_tokenizer(start)
+    engine, optimizer = engine_for(model, stage, world, device)
     processor = MonoInternVLImageProcessor.from_pretrained(start)
+    return engine, optimizer, load_tokenizer(start), processor
+
+
+def engine_for(model, stage, world: int, device: str):
+    """`model` under DeepSpeed as `stage` trains it: its trainable groups, activation
+    checkpointing, AdamW over the trainable parameters, ZeRO and precision, packed attention.
+
+    Returns:
+        (engine, optimizer)
+    """
+    import deepspeed
+
+    from model.param_groups import set_trainable
+    from pipelines.train.deepspeed_config import deepspeed_config
+
     set_trainable(model, stage.trainable)
     model.set_activation_checkpointing(stage.activation_checkpointing,
                                        stage.checkpoint_every_n_layers)  # fmt: skip
@@ -108,4 +119,4 @@ def _engine(start_url: str, stage, world: int, device: str):
     engine.module.set_packed_attention(stage.packed_attention)
     if world == 1 and stage.zero_stage == 0:
         engine.enable_backward_allreduce = False  # one worker: no gradients to average
-    return engine, optimizer, tokenizer, processor
+    return engine, optimizer
