@@ -35,26 +35,29 @@ def paired_ratios(
     baseline: Callable[[], None],
     rounds: int,
     warmup: int = 1,
-    clock: Callable[[], float] = time.perf_counter,
-) -> tuple[float, float, float]:
-    """Quartiles (q1, median, q3) of candidate / baseline, one ratio per round of the two calls
-    made back to back (in alternating order): a drift of the machine's speed over minutes
-    moves both calls of a round alike, so it cancels in that round's ratio.
+    clocks: dict[str, Callable[[], float]] | None = None,
+) -> dict[str, tuple[float, float, float]]:
+    """Per clock, the quartiles (q1, median, q3) of candidate / baseline, one ratio per round of
+    the two calls made back to back: a drift of the machine's speed over minutes moves both calls
+    of a round alike, so it cancels in that round's ratio. Rounds alternate which call goes first
+    (`rounds` is rounded up to even, so each order counts as often).
 
-    `clock=time.process_time` counts the CPU seconds of this process's threads, which a busy
-    neighbour on a shared machine moves less than the wall clock (not for GPU work).
+    `clocks` default to the wall clock; `time.process_time` (this process's CPU seconds, every
+    thread's) moves less with a busy neighbour on a shared machine, but counts work spread over
+    threads more than work done on one.
     """
+    clocks = clocks or {"wall": time.perf_counter}
     for fn in (candidate, baseline):
         for _ in range(warmup):
             fn()
-    ratios = []
-    for round_index in range(rounds):
+    ratios = {name: [] for name in clocks}
+    for round_index in range(rounds + rounds % 2):
         seconds = {}
         pair = (candidate, baseline) if round_index % 2 == 0 else (baseline, candidate)
         for fn in pair:
-            start = clock()
+            start = {name: clock() for name, clock in clocks.items()}
             fn()
-            seconds[fn] = clock() - start
-        ratios.append(seconds[candidate] / seconds[baseline])
-    q1, median, q3 = statistics.quantiles(ratios, n=4)
-    return q1, median, q3
+            seconds[fn] = {name: clock() - start[name] for name, clock in clocks.items()}
+        for name in clocks:
+            ratios[name].append(seconds[candidate][name] / seconds[baseline][name])
+    return {name: tuple(statistics.quantiles(values, n=4)) for name, values in ratios.items()}

@@ -38,8 +38,8 @@ def packed_batch(width: int = 40):
             "labels": labels, "loss_weights": torch.rand(ids.shape)}  # fmt: skip
 
 
-def trained_model(attention_experts: bool):
-    model = tiny_model(visual_attention_experts=attention_experts).train()
+def trained_model(attention_experts: bool, **overrides):
+    model = tiny_model(visual_attention_experts=attention_experts, **overrides).train()
     with torch.no_grad():  # experts that differ from the text weights, so routing shows
         for name, param in model.named_parameters():
             if ".visual_" in name:
@@ -64,7 +64,9 @@ def assert_same_grads(grads, reference, atol=1e-5):
 
 
 def backend_pair(backend: str, attention_experts: bool, device: str = "cpu"):
-    model = trained_model(attention_experts).to(device)
+    # Compiled flex attention (CUDA) takes heads of 16 or more.
+    model = trained_model(attention_experts, **({"head_dim": 16} if device == "cuda" else {}))
+    model = model.to(device)
     if backend == "flex" and device == "cpu":
         model.eval()  # forward only: torch has no flex attention backward on CPU
     reference = copy.deepcopy(model)
