@@ -87,9 +87,10 @@ def _engine(start_url: str, stage, world: int, device: str):
 
     start = local_model_folder(start_url)
     model = MonoInternVLForCausalLM.from_pretrained(start)
-    engine, optimizer = engine_for(model, stage, world, device)
+    tokenizer = load_tokenizer(start)  # a broken start folder fails before DeepSpeed starts
     processor = MonoInternVLImageProcessor.from_pretrained(start)
-    return engine, optimizer, load_tokenizer(start), processor
+    engine, optimizer = engine_for(model, stage, world, device)
+    return engine, optimizer, tokenizer, processor
 
 
 def engine_for(model, stage, world: int, device: str):

@@ -12,17 +12,10 @@ import torch
 from model.packed_attention import resolve_backend
 from pipelines.train.loop import _no_inference_all_reduce_op, engine_for
 from pipelines.train.schedule import TrainStage
-from pipelines.train.trainer import Callback, Trainer, TrainState
+from pipelines.train.trainer import Trainer, TrainState
 from tests.conftest import _free_port, tiny_model
 from tests.model.test_packed_attention import PAD, packed_batch
-
-
-class Metrics(Callback):
-    def __init__(self):
-        self.steps = []
-
-    def post_step(self, state, metrics):
-        self.steps.append(metrics)
+from tests.pipelines.test_trainer import Steps
 
 
 @pytest.fixture
@@ -73,12 +66,13 @@ def test_a_stage_trains_on_its_deepspeed_engine(one_rank, device):
         while True:
             yield pack
 
-    metrics = Metrics()
-    Trainer(engine, optimizer, stage, 1, [metrics]).fit(same_pack(), TrainState())
-    losses = [m["loss"] for m in metrics.steps]
+    steps = Steps()
+    Trainer(engine, optimizer, stage, 1, [steps]).fit(same_pack(), TrainState())
+    assert steps.finished
+    losses = [m["loss"] for m in steps.metrics]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
     assert losses[-1] < losses[0], losses
-    assert all(m["grad_norm"] is not None and m["grad_norm"] > 0 for m in metrics.steps)
+    assert all(m["grad_norm"] is not None and m["grad_norm"] > 0 for m in steps.metrics)
     trained = {n for n, p in engine.module.named_parameters() if p.requires_grad}
     assert trained == {n for n in before if ".visual_" in n or ".vision." in n}
     for name, param in engine.module.named_parameters():
