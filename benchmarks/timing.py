@@ -36,11 +36,12 @@ def paired_ratios(
     rounds: int,
     warmup: int = 1,
     clocks: dict[str, Callable[[], float]] | None = None,
-) -> dict[str, tuple[float, float, float]]:
+) -> dict[str, tuple[float, float, float, float]]:
     """Per clock, the quartiles (q1, median, q3) of candidate / baseline, one ratio per round of
     the two calls made back to back: a drift of the machine's speed over minutes moves both calls
     of a round alike, so it cancels in that round's ratio. Rounds alternate which call goes first
-    (`rounds` is rounded up to even, so each order counts as often).
+    (`rounds` is rounded up to even, so each order counts as often). Fourth: the candidate's total
+    seconds over all rounds / the baseline's (what a long run of each would cost).
 
     `clocks` default to the wall clock; `time.process_time` (this process's CPU seconds, every
     thread's) moves less with a busy neighbour on a shared machine, but counts work spread over
@@ -51,6 +52,7 @@ def paired_ratios(
         for _ in range(warmup):
             fn()
     ratios = {name: [] for name in clocks}
+    totals = {name: [0.0, 0.0] for name in clocks}
     for round_index in range(rounds + rounds % 2):
         seconds = {}
         pair = (candidate, baseline) if round_index % 2 == 0 else (baseline, candidate)
@@ -60,4 +62,7 @@ def paired_ratios(
             seconds[fn] = {name: clock() - start[name] for name, clock in clocks.items()}
         for name in clocks:
             ratios[name].append(seconds[candidate][name] / seconds[baseline][name])
-    return {name: tuple(statistics.quantiles(values, n=4)) for name, values in ratios.items()}
+            totals[name][0] += seconds[candidate][name]
+            totals[name][1] += seconds[baseline][name]
+    return {name: (*statistics.quantiles(values, n=4), totals[name][0] / totals[name][1])
+            for name, values in ratios.items()}  # fmt: skip
