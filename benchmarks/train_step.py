@@ -13,6 +13,7 @@ backward + optimiser), mean over steps after the first. Last lines: `delta_vs_fu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import tempfile
@@ -65,9 +66,11 @@ def _setup(root: Path):
     with wds.TarWriter(str(folder / "shard-000000.tar")) as tar:
         for i in range(64):
             tar.write({"__key__": f"{i:012d}", "jpg": image.getvalue(), "json": talk})
+    # The manifest `evip stages` records (training keys its settings on the shards' sha256).
+    digest = hashlib.sha256((folder / "shard-000000.tar").read_bytes()).hexdigest()
+    shard = {"name": "shard-000000", "samples": 64, "sha256": digest}
     for name in ("S1.1", "S2"):
-        CompletionLog(layout.stages()).write(name, {"bench": name},
-                                             {"shards": [{"name": "shard-000000"}]})  # fmt: skip
+        CompletionLog(layout.stages()).write(name, {"bench": name}, {"shards": [shard]})
         (root / "run" / "stages" / name).symlink_to(folder)
     return layout, tokenizer, processor
 
