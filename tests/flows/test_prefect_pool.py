@@ -1,6 +1,7 @@
 """The lab's pattern: `evip deploy` to a Prefect work pool, a worker of the pool runs what is
 triggered (a real server, a real process worker in its own folder, the flow found by module);
-a campaign whose worker dies mid-training is rerun from the API and redoes nothing complete."""
+a campaign whose worker dies mid-training is rerun from the API and redoes nothing complete.
+One test: a campaign on a pool costs minutes, and it shows both."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from tests.flows.test_prefect_serve import (  # noqa: F401 (the module's own Prefect server)
@@ -83,62 +83,33 @@ def _session(pid: int) -> int | None:
 
 
 @pytest.mark.slow
-def test_flows_deployed_to_a_work_pool_run_on_its_worker(prefect_server, tmp_path):  # noqa: F811
-    url, env = prefect_server
-    env = {**env, "PREFECT_API_URL": url}
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"run_root": str(tmp_path / "run")}))
-    deploy = [sys.executable, "-m", "flows.cli", "deploy", "--config", str(tmp_path / "run.yaml")]
-
-    missing = subprocess.run([*deploy, "--pool", "no-such-pool"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert missing.returncode == 2 and "no-such-pool" in missing.stderr  # said, not a traceback
-
-    subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "evip-pool",
-                    "--type", "process"], env=env, check=True, capture_output=True,
-                   timeout=120)  # fmt: skip
-    done = subprocess.run([*deploy, "--pool", "evip-pool"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    deployments = {d["name"]: d for d in _api(url, "/deployments/filter", {})}
-    assert sorted(deployments) == sorted(DEPLOYMENTS)
-    assert {d["work_pool_name"] for d in deployments.values()} == {"evip-pool"}
-    assert deployments["campaign"]["parameters"]["config"]["run_root"] == str(tmp_path / "run")
-
-    log_path = tmp_path / "worker.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "evip-pool"],
-        cwd=tmp_path, env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"},
-        stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        run = _api(url, f"/deployments/{deployments['evaluate']['id']}/create_flow_run", {})
-        finish(url, run["id"], log_path, timeout=300)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
-    report = (tmp_path / "run" / "reports" / "evaluate.md").read_text()
-    # the flow ran, on the worker
-    assert "skipped: no evaluate.probe or evaluate.harness_tasks" in report
-
-
-@pytest.mark.slow
 def test_a_campaign_whose_worker_dies_mid_training_is_rerun_from_the_api_redoing_nothing(
         prefect_server, tmp_path):  # noqa: F811
-    """The demo campaign (small) deployed to a pool; its worker's machine dies while S1.1 trains;
-    a new worker and a second flow run of the deployment (the UI's Run button): complete steps
-    are skipped, training resumes from its checkpoint, the weights equal an uninterrupted run's,
-    and the report carries the probe and its lmms-eval numbers."""
+    """The demo campaign (small) deployed to a pool (every flow a deployment of it; a pool that
+    does not exist is said, not a traceback); its worker, in a folder of its own, runs what is
+    triggered, and its machine dies while S1.1 trains; a new worker and a second flow run of the
+    deployment (the UI's Run button): complete steps are skipped, training resumes from its
+    checkpoint, the weights equal an uninterrupted run's, and the report carries the probe and
+    its lmms-eval numbers."""
     url, env = prefect_server
     env = {**env, "PREFECT_API_URL": url}
     run = tmp_path / "run"
+    deploy = [sys.executable, "-m", "flows.cli", "deploy", "--config", "configs/demo.yaml",
+              f"run_root={run}", f"synthetic_web.port={_free_port()}", *SMALL_DEMO]  # fmt: skip
+    missing = subprocess.run([*deploy, "--pool", "no-such-pool"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert missing.returncode == 2 and "no-such-pool" in missing.stderr, missing.stderr[-3000:]
     subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "evip-pool",
-                    "--type", "process"], env=env, capture_output=True, timeout=120)  # fmt: skip
-    deployed = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "deploy", "--config", "configs/demo.yaml",
-         "--pool", "evip-pool", f"run_root={run}", f"synthetic_web.port={_free_port()}",
-         *SMALL_DEMO], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+                    "--type", "process"], env=env, check=True, capture_output=True,
+                   timeout=120)  # fmt: skip
+    deployed = subprocess.run([*deploy, "--pool", "evip-pool"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
     assert deployed.returncode == 0, deployed.stderr[-3000:]
-    campaign = next(d for d in _api(url, "/deployments/filter", {}) if d["name"] == "campaign")
+    deployments = {d["name"]: d for d in _api(url, "/deployments/filter", {})}
+    assert sorted(deployments) == sorted(DEPLOYMENTS)
+    assert {d["work_pool_name"] for d in deployments.values()} == {"evip-pool"}
+    campaign = deployments["campaign"]
+    assert campaign["parameters"]["config"]["run_root"] == str(run)
     (tmp_path / "worker").mkdir()
     log = tmp_path / "worker.log"
     worker = _start_worker(env, tmp_path / "worker", log)
