@@ -40,18 +40,19 @@ figure to about +-2 % at best; `--rounds` buys more.
 from __future__ import annotations
 
 import argparse
-import ast
 import gc
-import os
-import resource
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from benchmarks.fresh_process import (
+    KEEP_FREED_MEMORY,
+    MAP_EACH_TENSOR,
+    in_fresh_process,
+    peak_rss_mb,
+    rss_mb,
+)
 from benchmarks.timing import interleaved_medians, paired_ratios
 
 SHAPE = dict(hidden_size=2048, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -160,11 +161,6 @@ def model_step(tokens: int, checkpointing: bool, on: On = On(), layers: int = 4)
                          labels=labels, full_logits=False).loss.backward()  # fmt: skip
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def measure_here(builder: str, *args, device: str = "cpu") -> float:
     """Peak memory (MB) the call adds in this process, after a warm-up call at 256 tokens: the
     resident set on the CPU, the caching allocator's peak on CUDA."""
@@ -188,9 +184,9 @@ def measure_here(builder: str, *args, device: str = "cpu") -> float:
         gc.collect()
         torch.cuda.empty_cache()
         return added
-    before = _rss_mb()
+    before = rss_mb()
     run()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    return peak_rss_mb() - before
 
 
 def added_memory_mb(builder: str, *args, device: str = "cpu") -> float:
@@ -198,26 +194,8 @@ def added_memory_mb(builder: str, *args, device: str = "cpu") -> float:
     (the allocator's peak statistics see each variant apart)."""
     if device == "cuda":
         return measure_here(builder, *args, device=device)
-    # A fixed mmap threshold: every tensor over 64 kB is mapped and unmapped on its own, so the
-    # resident set follows live tensors (glibc's adaptive threshold would keep freed ones in heaps).
-    return _in_fresh_process(f"measure_here({builder!r}, *{args!r})",
-                             {"MALLOC_MMAP_THRESHOLD_": "65536"})  # fmt: skip
-
-
-KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**62)}
-"""glibc settings under which freed memory is reused, never handed back: a caching allocator."""
-
-
-def _in_fresh_process(call: str, malloc_env: dict[str, str]):
-    """`call` (a function of this module) evaluated in a new Python process with glibc malloc
-    settings (read at start-up only); its printed result, evaluated back here."""
-    code = f"from benchmarks.real_shape import *; print(repr({call}))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **malloc_env},
-                          cwd=Path(__file__).resolve().parents[1])  # fmt: skip
-    if done.returncode:
-        raise RuntimeError(f"{call}: the measuring process failed:\n{done.stderr[-2000:]}")
-    return ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    return in_fresh_process("benchmarks.real_shape", f"measure_here({builder!r}, *{args!r})",
+                            MAP_EACH_TENSOR)
 
 
 def mmoe_layers(tokens: int, on: On = On()):
@@ -308,7 +286,8 @@ def main() -> None:
     if device == "cuda":
         quartiles = mmoe_quartiles(rounds, device)
     else:  # a fresh process, its allocator caching (module docstring)
-        quartiles = _in_fresh_process(f"mmoe_quartiles({rounds})", KEEP_FREED_MEMORY)
+        quartiles = in_fresh_process("benchmarks.real_shape", f"mmoe_quartiles({rounds})",
+                                     KEEP_FREED_MEMORY)  # fmt: skip
     for name, (q1, ratio, q3, of_totals) in quartiles.items():
         print(f"decoder layer 1,024 tokens, mmoe / dense per round ({name} seconds): median "
               f"{ratio:.3f}, quartiles {q1:.3f}-{q3:.3f} over {rounds} rounds; of the totals "
