@@ -19,6 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from flows.config import load_run_config
+from flows.steps import run_steps, runnable
 from tests.flows.test_prefect_serve import (  # noqa: F401 (the module's own Prefect server)
     DEPLOYMENTS,
     ROOT,
@@ -28,6 +30,7 @@ from tests.flows.test_prefect_serve import (  # noqa: F401 (the module's own Pre
     prefect_server,
 )
 
+DEMO = str(ROOT / "configs" / "demo.yaml")
 SMALL_DEMO = [
     "synthetic_web.num_images=40", "synthetic_web.slow_seconds=1.0", "download.timeout=0.5",
     "model.tiny_llm.pretrain_steps=20",
@@ -84,7 +87,7 @@ def _session(pid: int) -> int | None:
 
 @pytest.mark.slow
 def test_a_campaign_whose_worker_dies_mid_training_is_rerun_from_the_api_redoing_nothing(
-        prefect_server, tmp_path):  # noqa: F811
+        prefect_server, ray_local, tmp_path):  # noqa: F811
     """The demo campaign (small) deployed to a pool (every flow a deployment of it; a pool that
     does not exist is said, not a traceback); its worker, in a folder of its own, runs what is
     triggered, and its machine dies while S1.1 trains; a new worker and a second flow run of the
@@ -94,7 +97,7 @@ def test_a_campaign_whose_worker_dies_mid_training_is_rerun_from_the_api_redoing
     url, env = prefect_server
     env = {**env, "PREFECT_API_URL": url}
     run = tmp_path / "run"
-    deploy = [sys.executable, "-m", "flows.cli", "deploy", "--config", "configs/demo.yaml",
+    deploy = [sys.executable, "-m", "flows.cli", "deploy", "--config", DEMO,
               f"run_root={run}", f"synthetic_web.port={_free_port()}", *SMALL_DEMO]  # fmt: skip
     missing = subprocess.run([*deploy, "--pool", "no-such-pool"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -144,6 +147,20 @@ def test_a_campaign_whose_worker_dies_mid_training_is_rerun_from_the_api_redoing
     report = (run / "reports" / "campaign.md").read_text()
     assert "## train" in report and "## evaluate" in report and "caption_accuracy: init" in report
     assert (run / "reports/eval/milestones.png").exists()
+    assert (run / "reports" / "ingest-synthetic.png").exists()
+    # Each step's report an artifact; its progress published while it ran, final at the end.
+    artifacts = _api(url, "/artifacts/filter", {})
+    assert {"ingest-synthetic", "recaption-synthetic", "stages-run", "train-s1-1",
+            "evaluate-run"} <= {a["key"] for a in artifacts}  # fmt: skip
+    ingest = next(a for a in artifacts if a["key"] == "ingest-synthetic")
+    assert "| kept |" in ingest["data"]
+    rerun = {a["key"]: a for a in artifacts if a["flow_run_id"] == second["id"]}
+    assert "caption_accuracy: init" in rerun["evaluate-run"]["data"]
+    assert {"download-synthetic-progress", "recaption-synthetic-progress",
+            "evaluate-run-progress"} <= set(rerun)  # fmt: skip
+    trained = rerun["train-s1-1-progress"]
+    assert trained["data"] == 100.0 and "train S1.1: step 10 / 10, loss" in trained["description"]
+    assert "train-S1.1" in {t["name"] for t in _api(url, "/task_runs/filter", {})}
     # The demo's harness (lmms-eval) numbers join the report per stage, equal to the probe's own.
     assert "### benchmarks (lmms-eval)" in report and (run / "reports/eval/benchmarks.png").exists()
     for stage in ("init", "S1.1"):
@@ -158,12 +175,9 @@ def test_a_campaign_whose_worker_dies_mid_training_is_rerun_from_the_api_redoing
     shutil.copytree(run, reference, ignore=lambda folder, names: [
         n for n in names if Path(folder, n) in trained])  # fmt: skip
     (reference / "checkpoints/_done/S1.1.json").unlink()
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "train", "--config", "configs/demo.yaml",
-         f"run_root={reference}", *SMALL_DEMO], cwd=ROOT, capture_output=True, text=True,
-        timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    # In this process, on the session's Ray: the same driver as `evip train`, without a second
+    # interpreter and Ray to start.
+    run_steps(load_run_config(DEMO, [f"run_root={reference}", *SMALL_DEMO]), runnable("train"))
     a = load_file(run / "checkpoints/S1.1/final/model.safetensors")
     b = load_file(reference / "checkpoints/S1.1/final/model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,4 +1,6 @@
-"""The campaign as a user triggers it from the Prefect UI: a real server, `evip serve`, a run."""
+"""Flows as a user triggers them from the Prefect UI: a real server, `evip serve` (every flow a
+deployment whose form is the run config), a run triggered through the API and one from the UI
+with a field changed. The campaign run from a deployment is `test_prefect_pool.py`'s."""
 
 from __future__ import annotations
 
@@ -82,7 +84,8 @@ def prefect_server(tmp_path_factory):
 
 
 def small_run_config(root: Path) -> dict:
-    """A whole campaign in a minute: a small web, one stage trained for two steps."""
+    """The deployments' run config: a campaign in a minute (a small web, one stage trained for
+    two steps), of which the tests run the model flow."""
     return {
         "run_root": str(root / "run"), "ray": {"num_cpus": 2},
         "synthetic_web": {"num_images": 24, "bad_per_kind": 1, "slow_seconds": 1.0,
@@ -138,45 +141,34 @@ def finish(url: str, run_id: str, log: Path, timeout: float = 400) -> None:
 
 
 @pytest.fixture(scope="module")
-def triggered_campaign(served):
-    """The campaign deployment triggered through the API, run to completion."""
+def triggered_model(served):
+    """The model deployment (the cheapest flow: the init checkpoint from a tiny random LLM)
+    triggered through the API, run to completion by `evip serve`. The whole campaign run from a
+    deployment, killed and rerun, is `test_prefect_pool.py`'s."""
     url, root, _ = served
     deployments = {d["name"]: d for d in _api(url, "/deployments/filter", {})}
-    run = _api(url, f"/deployments/{deployments['campaign']['id']}/create_flow_run", {})
+    run = _api(url, f"/deployments/{deployments['model']['id']}/create_flow_run", {})
     finish(url, run["id"], root / "serve.log")
     return deployments
 
 
 @pytest.mark.slow
-def test_every_flow_is_served_and_a_triggered_campaign_publishes_its_reports(served,
-                                                                             triggered_campaign):
+def test_every_flow_is_served_with_the_run_config_as_its_form_and_runs_when_triggered(
+        served, triggered_model):
     url, root, config = served
-    deployments = triggered_campaign
+    deployments = triggered_model
     assert sorted(deployments) == sorted(DEPLOYMENTS)
     campaign = deployments["campaign"]
     assert campaign["parameters"]["config"]["run_root"] == config["run_root"]
     form = json.dumps(campaign["parameter_openapi_schema"])
     assert "RunConfig" in form and "max_in_flight" in form and "config_path" in form  # the form
-    artifacts = _api(url, "/artifacts/filter", {})
-    keys = {a["key"] for a in artifacts}
-    assert {"ingest-synthetic", "recaption-synthetic", "stages-run", "train-s1-1",
-            "evaluate-run"} <= keys  # fmt: skip
-    # Progress published while each step ran (one task per training stage), final at the end.
-    progress = {a["key"]: a for a in artifacts if a["type"] == "progress"}
-    assert {"download-synthetic-progress", "recaption-synthetic-progress",
-            "train-s1-1-progress", "evaluate-run-progress"} <= set(progress)  # fmt: skip
-    trained = progress["train-s1-1-progress"]
-    assert trained["data"] == 100.0 and "train S1.1: step 2 / 2, loss" in trained["description"]
-    tasks = {t["name"] for t in _api(url, "/task_runs/filter", {})}
-    assert "train-S1.1" in tasks
-    ingest = next(a for a in artifacts if a["key"] == "ingest-synthetic")
-    assert "| kept |" in ingest["data"]
-    evaluation = next(a for a in artifacts if a["key"] == "evaluate-run")
-    assert "caption_accuracy: init" in evaluation["data"]
+    # The triggered flow ran its step as a task, publishing its progress (final at the end).
+    progress = {a["key"]: a for a in _api(url, "/artifacts/filter", {}) if a["type"] == "progress"}
+    assert progress["model-run-progress"]["data"] == 100.0
+    assert "model-run" in {t["name"] for t in _api(url, "/task_runs/filter", {})}
     run_root = Path(config["run_root"])
-    assert (run_root / "checkpoints" / "S1.1" / "final" / "model.safetensors").exists()
-    assert (run_root / "reports" / "ingest-synthetic.png").exists()
-    assert (run_root / "reports" / "eval" / "milestones.png").exists()
+    assert (run_root / "checkpoints" / "init" / "config.json").exists()
+    assert (run_root / "checkpoints" / "_done" / "init.json").exists()
 
 
 ARTIFACTS = ROOT / "test-artifacts" / "ui"
@@ -188,10 +180,12 @@ def _records(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_the_ui_lists_every_deployment_and_runs_the_campaign_with_a_changed_field(
-        served, triggered_campaign):
+def test_the_ui_lists_every_deployment_and_runs_one_with_a_changed_field(served,
+                                                                         triggered_model):
     """Debian's chromium, headless, driven by Playwright: the deployments page, then a custom
-    run of the campaign from its page with one field of the form changed."""
+    run of the model flow from its page with one field of the form changed: the student LLM
+    pretrained for 2 steps instead of none, so the LLM and the init checkpoint built on it are
+    made anew, and the random LLM's folder is left as it was."""
     from playwright.sync_api import sync_playwright
 
     url, root, config = served
@@ -211,28 +205,29 @@ def test_the_ui_lists_every_deployment_and_runs_the_campaign_with_a_changed_fiel
             page.get_by_text(f"evip-{name}", exact=True).first.wait_for(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "deployments.png"), full_page=True)
 
-        page.get_by_text("campaign", exact=True).first.click()
+        page.get_by_text("model", exact=True).first.click()
         page.get_by_role("button", name="Run", exact=True).click()
         page.get_by_text("Custom run").click()
-        images = page.locator(
-            "xpath=//*[normalize-space(text())='Images (Optional)']/following::input[1]")
-        images.wait_for(timeout=60_000)
-        assert images.input_value() == str(config["evaluate"]["images"])
-        images.fill("3")  # evaluate.images: only the evaluation has to be redone
+        steps = page.locator(
+            "xpath=//*[normalize-space(text())='Pretrain Steps (Optional)']/following::input[1]")
+        steps.wait_for(timeout=60_000)
+        assert steps.input_value() == "0"  # the run config's: a random LLM
+        steps.fill("2")  # model.tiny_llm.pretrain_steps
         page.screenshot(path=str(ARTIFACTS / "custom-run.png"))
         earlier = {r["id"] for r in _api(url, "/flow_runs/filter", {})}
         page.get_by_role("button", name="Submit", exact=True).click()
         run_id = _wait(lambda: next((r["id"] for r in _api(url, "/flow_runs/filter", {})
                                      if r["id"] not in earlier), None), 60, "the new flow run")
-        finish(url, run_id, root / "serve.log", timeout=600)
+        finish(url, run_id, root / "serve.log")
         page.goto(f"{ui}/runs/flow-run/{run_id}")
         page.get_by_text("Completed").first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "flow-run-completed.png"))
         browser.close()
     parameters = _api(url, f"/flow_runs/{run_id}")["parameters"]
-    assert parameters["config"]["evaluate"]["images"] == 3
-    evaluated = json.loads((run_root / "reports/eval/_done/init@probe.json").read_text())
-    assert evaluated["settings"]["asks"]["images"] == 3
+    assert parameters["config"]["model"]["tiny_llm"]["pretrain_steps"] == 2
     after = _records(run_root)
-    kept = [k for k in before if not k.startswith("reports/eval")]
-    assert kept and {k: after[k] for k in kept} == {k: before[k] for k in kept}  # not redone
+    assert json.loads(after["llm/_done/tiny-llama-0-pretrained.json"])["settings"]["tiny_llm"][
+        "pretrain_steps"] == 2  # fmt: skip
+    assert after["llm/_done/tiny-llama-0.json"] == before["llm/_done/tiny-llama-0.json"]
+    init = json.loads(after["checkpoints/_done/init.json"])["settings"]
+    assert init["model"]["tiny_llm"]["pretrain_steps"] == 2  # rebuilt on the pretrained LLM

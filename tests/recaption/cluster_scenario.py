@@ -33,7 +33,10 @@ def main() -> int:
     root = Path(tempfile.mkdtemp())
     kept = write_shards(root, [8] * 6)
     teacher = save_tiny_teacher(root / "teacher", max_tiles=2)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
+    # A lost node is noticed in about a second, not Ray's default ~30 s of missed health checks.
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 4, "_system_config": {"health_check_period_ms": 500,
+                                          "health_check_failure_threshold": 2}})  # fmt: skip
     worker = cluster.add_node(num_cpus=2)
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()
