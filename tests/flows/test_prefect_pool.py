@@ -40,7 +40,7 @@ SMALL_DEMO = [
     # One stage (its data alone built), long enough in steps that a kill after its first
     # checkpoint lands mid-stage.
     "stages.stages=[{name: S1.1, text: alt_text, max_patches: 1280, samples_per_shard: 16}]",
-    "train.stages=[{name: S1.1, trainable: [patch_embed, visual_ffn], steps: 10, global_batch: 2,"
+    "train.stages=[{name: S1.1, trainable: [patch_embed, visual_ffn], steps: 6, global_batch: 2,"
     " max_packed_tokens: 1024, checkpoint_every: 2, milestones: 2}]",
 ]
 """The demo config made small: what the campaign does is the same, only less of it."""
@@ -159,7 +159,7 @@ def test_a_campaign_whose_worker_dies_mid_training_is_rerun_from_the_api_redoing
     assert {"download-synthetic-progress", "recaption-synthetic-progress",
             "evaluate-run-progress"} <= set(rerun)  # fmt: skip
     trained = rerun["train-s1-1-progress"]
-    assert trained["data"] == 100.0 and "train S1.1: step 10 / 10, loss" in trained["description"]
+    assert trained["data"] == 100.0 and "train S1.1: step 6 / 6, loss" in trained["description"]
     assert "train-S1.1" in {t["name"] for t in _api(url, "/task_runs/filter", {})}
     # The demo's harness (lmms-eval) numbers join the report per stage, equal to the probe's own.
     assert "### benchmarks (lmms-eval)" in report and (run / "reports/eval/benchmarks.png").exists()
