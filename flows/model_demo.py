@@ -32,13 +32,14 @@ def llm_path(config: RunConfig) -> Path:
     layout, tiny = RunLayout(config.run_root), config.model.tiny_llm
     name, settings = f"tiny-{tiny.family}-{tiny.seed}", {"tiny_llm": tiny.model_dump()}
     if tiny.pretrain_steps:
+        from pipelines.synthetic.pretrained import shipped_or
         from pipelines.synthetic.student import pretrain_student
 
         name = f"{name}-pretrained"
         seed = config.synthetic_web.seed if config.synthetic_web else 0
-
-        def write(local: Path) -> Path:
-            return pretrain_student(local, tiny, seed)
+        settings["trained_on"] = {"web_seed": seed}  # the language it learns is that web's
+        # The default's comes pretrained (`pipelines/synthetic/pretrained.py`).
+        write = shipped_or(name, settings, lambda local: pretrain_student(local, tiny, seed))
     else:
 
         def write(local: Path) -> Path:

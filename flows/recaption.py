@@ -26,14 +26,17 @@ def teacher_path(config: RunConfig) -> str:
                                   **teacher.tiny.model_dump()}}  # fmt: skip
     web = config.synthetic_web
     if teacher.tiny.train_steps and web is not None:
+        from pipelines.synthetic.pretrained import shipped_or
         from pipelines.synthetic.student import demo_tokenizer
         from recaption.demo_teacher import train_demo_teacher
 
         settings["trained_on"] = {"web_seed": web.seed, "images": web.num_images}
 
-        def write(local):
+        def train(local):
             train_demo_teacher(local, teacher, web.seed, web.num_images,
                                tokenizer=demo_tokenizer(web.seed))  # fmt: skip
+
+        write = shipped_or("tiny-internvl", settings, train)  # the default's comes trained
     else:
 
         def write(local):
