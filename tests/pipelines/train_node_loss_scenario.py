@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import ray
-from ray.cluster_utils import Cluster
 
+from tests.clusters import node_losing_cluster
 from tests.pipelines.test_train_job import _losses, _registered, _stage, _train, make_run
 
 STEPS = 8
@@ -27,10 +27,7 @@ STEPS = 8
 def main() -> int:
     root = Path(tempfile.mkdtemp())
     layout = make_run(root, stages=("S1.1",))
-    # A lost node is noticed in about a second, not Ray's default ~30 s of missed health checks.
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "_system_config": {"health_check_period_ms": 500,
-                                          "health_check_failure_threshold": 2}})  # fmt: skip
+    cluster = node_losing_cluster(head_cpus=0)
     node = cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()

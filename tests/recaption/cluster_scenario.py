@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import ray
-from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
 from recaption.job import RecaptionJob
 from recaption.options import CleaningOptions, RecaptionJobOptions, TeacherOptions
 from recaption.tiny_teacher import save_tiny_teacher
+from tests.clusters import node_losing_cluster
 from tests.recaption.conftest import GENERATION, write_shards
 
 
@@ -33,10 +33,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp())
     kept = write_shards(root, [8] * 6)
     teacher = save_tiny_teacher(root / "teacher", max_tiles=2)
-    # A lost node is noticed in about a second, not Ray's default ~30 s of missed health checks.
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 4, "_system_config": {"health_check_period_ms": 500,
-                                          "health_check_failure_threshold": 2}})  # fmt: skip
+    cluster = node_losing_cluster(head_cpus=4)
     worker = cluster.add_node(num_cpus=2)
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()
